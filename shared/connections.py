@@ -1,0 +1,103 @@
+"""Building the Redis and Kafka clients every process uses, from settings."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared import messages
+from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
+
+
+def redis_client(settings: CommonSettings) -> Redis:
+    """An asyncio Redis client; connection errors surface to the caller's retry loop."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=10,
+        health_check_interval=15,
+        decode_responses=False,
+    )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def _servers(settings: CommonSettings) -> list[str]:
+    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+def kafka_producer(
+    settings: CommonSettings, tuning: KafkaClientSettings, *, client_id: str
+) -> Any:
+    """An idempotent producer waiting for all in-sync replicas (acks=all)."""
+    from kafka import KafkaProducer
+
+    return KafkaProducer(
+        bootstrap_servers=_servers(settings),
+        client_id=client_id,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=tuning.linger_ms,
+        batch_size=65536,
+        request_timeout_ms=tuning.request_timeout_ms,
+        max_block_ms=tuning.request_timeout_ms,
+        retries=5,
+    )
+
+
+def kafka_consumer(
+    settings: CommonSettings, tuning: KafkaClientSettings, consumer: ConsumerSettings
+) -> Any:
+    """A consumer in the waitroom's group: manual commits, starting from the earliest offset."""
+    from kafka import KafkaConsumer
+
+    return KafkaConsumer(
+        bootstrap_servers=_servers(settings),
+        group_id=consumer.group,
+        client_id=f"{consumer.group}-consumer",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=tuning.session_timeout_ms,
+        heartbeat_interval_ms=tuning.heartbeat_interval_ms,
+        fetch_max_wait_ms=tuning.fetch_max_wait_ms,
+        request_timeout_ms=max(tuning.request_timeout_ms, tuning.session_timeout_ms + 5000),
+        max_poll_records=500,
+    )
+
+
+def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]:
+    """Create the topics that do not exist yet (name -> partitions); returns those created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=_servers(settings), client_id="waitroom-admin")
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(name, num_partitions=parts, replication_factor=1)
+            for name, parts in topics.items()
+            if name not in existing
+        ]
+        if wanted:
+            try:
+                admin.create_topics(wanted)
+            except TopicAlreadyExistsError:
+                pass
+        return [t.name for t in wanted]
+    finally:
+        admin.close()
+
+
+def default_topics(consumer: ConsumerSettings, partitions: int = 4) -> dict[str, int]:
+    """Every topic the waitroom produces or consumes, with a partition count."""
+    names = [*messages.PRODUCED_TOPICS, consumer.topic_completed, consumer.topic_failed,
+             consumer.topic_expired, consumer.dlq_topic]
+    return dict.fromkeys(names, partitions)

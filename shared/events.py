@@ -1,0 +1,133 @@
+"""Event configuration: what the admitter admits and how fast, kept in the event's ``config`` hash."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared import keys
+from shared.errors import Code, WaitroomError
+from shared.ids import validate_id
+from shared.scripts import Scripts
+
+
+class EventState(enum.Enum):
+    OPEN = "open"  # joins accepted, users admitted
+    PAUSED = "paused"  # joins accepted, nobody admitted
+    CLOSED = "closed"  # joins refused (WTR009); those already waiting are still admitted
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    event_id: str
+    state: EventState = EventState.OPEN
+    max_concurrent: int = 100
+    rate: float = 10.0
+    checkout_ttl_seconds: float = 15 * 60
+    session_ttl_seconds: float = 2 * 60 * 60
+    max_queue: int = 0
+    created_ms: int = 0
+    updated_ms: int = 0
+
+    def validate(self) -> EventConfig:
+        validate_id("event_id", self.event_id)
+        problems = []
+        if self.max_concurrent < 1:
+            problems.append("max_concurrent must be at least 1")
+        if not 0 < self.rate <= 1_000_000:
+            problems.append("rate must be above 0 and at most 1000000 users/s")
+        if self.checkout_ttl_seconds < 1:
+            problems.append("checkout_ttl must be at least 1 s")
+        if self.session_ttl_seconds < 1:
+            problems.append("session_ttl must be at least 1 s")
+        if self.max_queue < 0:
+            problems.append("max_queue must be 0 (unlimited) or more")
+        if problems:
+            raise WaitroomError(Code.INVALID_INPUT, "; ".join(problems))
+        return self
+
+    def to_fields(self) -> dict[str, str]:
+        return {
+            "state": self.state.value,
+            "max_concurrent": str(self.max_concurrent),
+            "rate": repr(float(self.rate)),
+            "checkout_ttl_ms": str(round(self.checkout_ttl_seconds * 1000)),
+            "session_ttl_ms": str(round(self.session_ttl_seconds * 1000)),
+            "max_queue": str(self.max_queue),
+        }
+
+    @classmethod
+    def from_fields(cls, event_id: str, raw: dict[bytes, bytes]) -> EventConfig:
+        f = {k.decode(): v.decode() for k, v in raw.items()}
+        return cls(
+            event_id=event_id,
+            state=EventState(f["state"]),
+            max_concurrent=int(f["max_concurrent"]),
+            rate=float(f["rate"]),
+            checkout_ttl_seconds=int(f["checkout_ttl_ms"]) / 1000,
+            session_ttl_seconds=int(f["session_ttl_ms"]) / 1000,
+            max_queue=int(f.get("max_queue", "0")),
+            created_ms=int(f.get("created_ms", "0")),
+            updated_ms=int(f.get("updated_ms", "0")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        return data
+
+
+@dataclass(frozen=True)
+class EventStats:
+    """Live figures of one event, for operators."""
+
+    queue_length: int
+    in_checkout: int
+    outbox_backlog: int
+    tickets_issued: int
+
+
+class EventStore:
+    """Create, change and read event configurations."""
+
+    def __init__(self, redis: Redis, scripts: Scripts | None = None) -> None:
+        self.redis = redis
+        self.scripts = scripts or Scripts(redis)
+
+    async def create(self, config: EventConfig) -> EventConfig:
+        config.validate()
+        await self.scripts.save_event(config.event_id, "create", config.to_fields())
+        # The set is a listing index in another hash slot; `update` repairs a missed add.
+        await self.redis.sadd(keys.EVENTS, config.event_id)
+        return await self.get(config.event_id)
+
+    async def update(self, event_id: str, **changes: Any) -> EventConfig:
+        current = await self.get(event_id)
+        config = replace(current, **changes).validate()
+        await self.scripts.save_event(event_id, "update", config.to_fields())
+        await self.redis.sadd(keys.EVENTS, event_id)
+        return await self.get(event_id)
+
+    async def set_state(self, event_id: str, state: EventState) -> EventConfig:
+        return await self.update(event_id, state=state)
+
+    async def get(self, event_id: str) -> EventConfig:
+        raw = await self.redis.hgetall(keys.config(event_id))
+        if not raw:
+            raise WaitroomError(Code.EVENT_NOT_FOUND, f"event {event_id!r} not found")
+        return EventConfig.from_fields(event_id, raw)
+
+    async def list_ids(self) -> list[str]:
+        return sorted(m.decode() for m in await self.redis.smembers(keys.EVENTS))
+
+    async def stats(self, event_id: str) -> EventStats:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(keys.queue(event_id))
+            pipe.zcard(keys.checkout(event_id))
+            pipe.xlen(keys.outbox(event_id))
+            pipe.get(keys.seq(event_id))
+            q, c, o, s = await pipe.execute()
+        return EventStats(int(q), int(c), int(o), int(s or 0))

@@ -1,0 +1,57 @@
+"""Identifiers: validation of caller-supplied ids and the session id format.
+
+A session id is ``<22 url-safe chars of 128 random bits>.<base64url(event_id)>``: opaque to
+clients, unguessable, and it names its event so every lookup goes straight to that event's
+Redis hash slot (no global index, so it stays cluster-safe).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+
+from shared.errors import Code, WaitroomError
+
+MAX_ID_LENGTH = 128
+_RANDOM_PART = 22  # 16 bytes, base64url without padding
+
+
+def validate_id(name: str, value: str) -> str:
+    """Return ``value`` if it is a usable id, else raise INVALID_ARGUMENT naming the field."""
+    if not value:
+        raise WaitroomError(Code.INVALID_INPUT, f"{name} is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise WaitroomError(
+            Code.INVALID_INPUT, f"{name} is {len(value)} characters; at most {MAX_ID_LENGTH}"
+        )
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise WaitroomError(Code.INVALID_INPUT, f"{name} contains a control character")
+    return value
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def new_session_id(event_id: str) -> str:
+    """A fresh session id for ``event_id``."""
+    return f"{_b64(secrets.token_bytes(16))}.{_b64(event_id.encode('utf-8'))}"
+
+
+def event_of_session(session_id: str) -> str:
+    """The event a session id belongs to; WTR001 if it cannot be one of ours."""
+    if not session_id:
+        raise WaitroomError(Code.INVALID_INPUT, "session_id is required")
+    if len(session_id) > 2 * MAX_ID_LENGTH + 64:
+        raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
+    random_part, dot, encoded = session_id.partition(".")
+    if not dot or len(random_part) != _RANDOM_PART or not encoded:
+        raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
+    try:
+        event_id = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found") from None
+    if not event_id or len(event_id) > MAX_ID_LENGTH:
+        raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
+    return event_id

@@ -1,0 +1,75 @@
+"""Every Redis key and channel name the waitroom uses; no other module writes a key string.
+
+All keys of one event share the Redis Cluster hash tag ``{EVENT}`` so every script that touches
+an event runs on one shard. ``docs/architecture.md`` lists each key's type, lifetime and writer.
+"""
+
+from __future__ import annotations
+
+PREFIX = "wr"
+
+#: Set of every configured event id (not hash-tagged: only the CLI and workers list it).
+EVENTS = f"{PREFIX}:events"
+
+#: Pub/sub channel; the payload is an event id whose queue or checkout just changed.
+NOTIFY_CHANNEL = f"{PREFIX}:notify"
+
+#: Hash of admitter replica id -> last heartbeat (JSON), written by admitters.
+ADMITTER_HEARTBEATS = f"{PREFIX}:admitters"
+
+#: Hash of consumer replica id -> last heartbeat (JSON), written by consumers.
+CONSUMER_HEARTBEATS = f"{PREFIX}:consumers"
+
+
+def _event(event_id: str, name: str) -> str:
+    return f"{PREFIX}:{{{event_id}}}:{name}"
+
+
+def config(event_id: str) -> str:
+    """Hash: the event's settings and state (open, paused, closed)."""
+    return _event(event_id, "config")
+
+
+def seq(event_id: str) -> str:
+    """String counter: the last ticket handed out; strictly increasing per event."""
+    return _event(event_id, "seq")
+
+
+def queue(event_id: str) -> str:
+    """Sorted set: waiting session ids scored by ticket (FIFO order)."""
+    return _event(event_id, "queue")
+
+
+def sessions(event_id: str) -> str:
+    """Hash: session id -> session record (JSON array, see ``shared.sessions``)."""
+    return _event(event_id, "sessions")
+
+
+def users(event_id: str) -> str:
+    """Hash: user id -> live session id, so a user holds at most one live place."""
+    return _event(event_id, "users")
+
+
+def checkout(event_id: str) -> str:
+    """Sorted set: admitted session ids scored by their checkout deadline (slot leases)."""
+    return _event(event_id, "checkout")
+
+
+def bucket(event_id: str) -> str:
+    """Hash: the admission-rate token bucket (``tokens``, ``ts``)."""
+    return _event(event_id, "bucket")
+
+
+def outbox(event_id: str) -> str:
+    """Stream: Kafka messages recorded with the change they report, awaiting relay."""
+    return _event(event_id, "outbox")
+
+
+def done(event_id: str) -> str:
+    """Sorted set: finished session ids scored by when they finished, for purging."""
+    return _event(event_id, "done")
+
+
+def lock(event_id: str) -> str:
+    """String: the admitter replica that works this event now (``SET NX PX`` owner token)."""
+    return _event(event_id, "lock")

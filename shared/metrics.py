@@ -1,0 +1,82 @@
+"""Every Prometheus metric the waitroom exports, in one catalogue.
+
+Processes import the ones they update; labels stay low-cardinality (event id, method, code,
+outcome; never a session or user id). Labelled metrics a process never touches export nothing,
+so each process's /metrics shows only its own series.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+_WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+_FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+# --- API -------------------------------------------------------------------------------------
+JOINS = Counter("waitroom_joins_total", "Sessions created by JoinQueue.", ["event"])
+LEAVES = Counter(
+    "waitroom_leaves_total", "Sessions closed before checkout ended, by reason.", ["event", "reason"]
+)
+RPC_DURATION = Histogram(
+    "waitroom_rpc_duration_seconds",
+    "gRPC handling time by method and status code (streams: time to first message).",
+    ["method", "code"],
+    buckets=_FAST_BUCKETS,
+)
+STREAMS_OPEN = Gauge("waitroom_streams_open", "StreamQueuePosition streams open in this process.")
+STREAM_UPDATES = Counter(
+    "waitroom_stream_updates_total", "PositionUpdate messages sent to streams.", ["event"]
+)
+
+# --- admitter --------------------------------------------------------------------------------
+ADMISSIONS = Counter("waitroom_admissions_total", "Users admitted to checkout.", ["event"])
+EXPIRATIONS = Counter(
+    "waitroom_expirations_total",
+    "Sessions closed as EXPIRED by the admitter (kind: queue or checkout).",
+    ["event", "kind"],
+)
+QUEUE_LENGTH = Gauge("waitroom_queue_length", "Users waiting in the queue.", ["event"])
+CHECKOUT_USERS = Gauge("waitroom_checkout_users", "Users holding a checkout slot.", ["event"])
+CHECKOUT_CAPACITY = Gauge(
+    "waitroom_checkout_capacity", "The event's max users in checkout at once.", ["event"]
+)
+WAIT_SECONDS = Histogram(
+    "waitroom_wait_seconds", "Time from joining to admission.", ["event"], buckets=_WAIT_BUCKETS
+)
+LOCK_OWNED = Gauge(
+    "waitroom_lock_owned", "1 while this admitter holds the event's lock, else 0.", ["event"]
+)
+OUTBOX_BACKLOG = Gauge(
+    "waitroom_outbox_backlog", "Outbox records not yet acknowledged by Kafka.", ["event"]
+)
+OUTBOX_RELAYED = Counter(
+    "waitroom_outbox_relayed_total", "Outbox records acknowledged by Kafka.", ["topic"]
+)
+RELAY_LAG = Histogram(
+    "waitroom_outbox_relay_lag_seconds",
+    "Time from recording a message in the outbox to Kafka's acknowledgement.",
+    buckets=_FAST_BUCKETS,
+)
+
+# --- consumer --------------------------------------------------------------------------------
+CHECKOUT_MESSAGES = Counter(
+    "waitroom_checkout_messages_total",
+    "Checkout outcome messages handled (result: done, already, not_admitted, unknown).",
+    ["outcome", "result"],
+)
+DEAD_LETTERS = Counter(
+    "waitroom_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic"]
+)
+
+# --- every process ---------------------------------------------------------------------------
+DEPENDENCY_ERRORS = Counter(
+    "waitroom_dependency_errors_total",
+    "Failed calls to Redis or Kafka that were retried.",
+    ["dependency"],
+)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on ``port`` (0: off)."""
+    if port:
+        start_http_server(port)

@@ -1,0 +1,68 @@
+"""Turning outbox stream entries (written by the Lua scripts) into Kafka messages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared import keys, messages
+from shared.token import admission_claims, mint
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    entry_id: bytes
+    topic: str
+    message_id: str
+    fields: dict[str, Any]
+
+
+def _decode(entry_id: bytes, raw: dict[bytes, bytes]) -> OutboxEntry:
+    return OutboxEntry(
+        entry_id=entry_id,
+        topic=raw[b"t"].decode(),
+        message_id=raw[b"k"].decode(),
+        fields=json.loads(raw[b"p"]),
+    )
+
+
+async def read(redis: Redis, event_id: str, count: int) -> list[OutboxEntry]:
+    """The oldest ``count`` entries of an event's outbox, in the order they were recorded."""
+    rows = await redis.xrange(keys.outbox(event_id), "-", "+", count=count)
+    return [_decode(entry_id, raw) for entry_id, raw in rows]
+
+
+async def acknowledge(redis: Redis, event_id: str, entries: list[OutboxEntry]) -> int:
+    """Remove entries Kafka has acknowledged."""
+    if not entries:
+        return 0
+    return int(await redis.xdel(keys.outbox(event_id), *[e.entry_id for e in entries]))
+
+
+def to_message(entry: OutboxEntry, secret: str, now_ms: int) -> messages.OutgoingMessage:
+    """The contract message for an entry; ``queue.ready`` gets its checkout token minted here."""
+    f = entry.fields
+    event_id = str(f["event_id"])
+    body: dict[str, Any]
+    if entry.topic == messages.QUEUE_JOINED:
+        body = messages.queue_joined(
+            f["session_id"], f["user_id"], event_id, int(f["position"]), int(f["joined_ms"]), now_ms
+        )
+    elif entry.topic == messages.QUEUE_LEFT:
+        body = messages.queue_left(
+            f["session_id"], f["user_id"], event_id, f["reason"], int(f["left_ms"]), now_ms
+        )
+    elif entry.topic == messages.QUEUE_READY:
+        claims = admission_claims(
+            f["session_id"], f["user_id"], event_id, int(f["admitted_ms"]), int(f["expires_ms"])
+        )
+        body = messages.queue_ready(
+            f["session_id"], f["user_id"], event_id, mint(secret, claims),
+            int(f["admitted_ms"]), int(f["expires_ms"]), now_ms,
+        )
+    else:
+        raise ValueError(f"unknown outbox topic {entry.topic!r}")
+    return messages.encode(entry.topic, event_id, entry.message_id, body)

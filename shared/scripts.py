@@ -1,0 +1,181 @@
+"""The Lua scripts, registered once per client and wrapped in typed functions.
+
+Every multi-step change to an event happens inside one of these scripts, so it is atomic: a
+process killed between two lines of Python can never leave half a change behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from shared import keys
+from shared.errors import Code, WaitroomError
+from shared.sessions import SessionRecord
+
+_EVENT_SCRIPTS = ("join", "status", "leave", "admit", "finish", "purge", "event_save")
+_LOCK_SCRIPTS = ("lock_renew", "lock_release")
+
+
+@cache
+def source(name: str) -> str:
+    """The script's text as sent to Redis; event scripts get the shared prelude."""
+    text = resources.files("shared").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    if name not in _EVENT_SCRIPTS:
+        return text
+    prelude = resources.files("shared").joinpath("lua", "event_lib.lua").read_text("utf-8")
+    if text.startswith("#!"):
+        shebang, _, body = text.partition("\n")
+        return f"{shebang}\n{prelude}\n{body}"
+    return f"{prelude}\n{text}"
+
+
+def event_keys(event_id: str) -> list[str]:
+    """KEYS for an event script, in the order event_lib.lua expects."""
+    return [
+        keys.config(event_id),
+        keys.seq(event_id),
+        keys.queue(event_id),
+        keys.sessions(event_id),
+        keys.users(event_id),
+        keys.checkout(event_id),
+        keys.bucket(event_id),
+        keys.outbox(event_id),
+        keys.done(event_id),
+    ]
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def _error(code: str) -> WaitroomError:
+    messages = {
+        "WTR001": (Code.SESSION_NOT_FOUND, "session not found"),
+        "WTR005": (Code.QUEUE_FULL, "the queue for this event is full"),
+        "WTR006": (Code.EVENT_NOT_FOUND, "event not found"),
+        "WTR008": (Code.EVENT_CONFIG_NOT_FOUND, "event config not found"),
+        "WTR009": (Code.EVENT_CLOSED, "the waiting room for this event is closed"),
+        "EXISTS": (Code.SESSION_EXISTS, "event already exists"),
+    }
+    kind, text = messages[code]
+    return WaitroomError(kind, text)
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    session_id: str
+    position: int
+    queue_length: int
+    queued_ms: int
+    expires_ms: int
+    status: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class SessionView:
+    """One session as read by ``status``: its record (None if unknown) and 0-based rank."""
+
+    session_id: str
+    record: SessionRecord | None
+    rank: int
+
+
+@dataclass(frozen=True)
+class StatusResult:
+    queue_length: int
+    in_checkout: int
+    now_ms: int
+    sessions: list[SessionView]
+
+
+@dataclass(frozen=True)
+class AdmitResult:
+    admitted: int
+    expired: int
+    reclaimed: int
+    queue_length: int
+    in_checkout: int
+    retry_ms: int
+    next_lease_ms: int
+    waits_ms: list[int]
+
+
+class Scripts:
+    """The scripts registered on one client; each method is one atomic round trip."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(source(name)) for name in _EVENT_SCRIPTS + _LOCK_SCRIPTS
+        }
+
+    async def _event(self, name: str, event_id: str, *args: str | int | float) -> Any:
+        argv = [event_id, keys.NOTIFY_CHANNEL, *args]
+        return await self._scripts[name](keys=event_keys(event_id), args=argv)
+
+    async def join(self, event_id: str, user_id: str, new_session_id: str) -> JoinResult:
+        reply = await self._event("join", event_id, user_id, new_session_id)
+        if _text(reply[0]) == "ERR":
+            raise _error(_text(reply[1]))
+        return JoinResult(
+            session_id=_text(reply[1]),
+            position=int(reply[2]),
+            queue_length=int(reply[3]),
+            queued_ms=int(reply[4]),
+            expires_ms=int(reply[5]),
+            status=int(reply[6]),
+            created=bool(int(reply[7])),
+        )
+
+    async def status(self, event_id: str, session_ids: list[str]) -> StatusResult:
+        reply = await self._event("status", event_id, *session_ids)
+        views = []
+        for i, sid in enumerate(session_ids):
+            raw = reply[3 + 2 * i]
+            record = SessionRecord.decode(raw) if raw else None
+            views.append(SessionView(sid, record, int(reply[4 + 2 * i])))
+        return StatusResult(int(reply[0]), int(reply[1]), int(reply[2]), views)
+
+    async def leave(self, event_id: str, session_id: str) -> tuple[str, int]:
+        """``(outcome, status)``: outcome is LEFT, EXPIRED or ALREADY."""
+        reply = await self._event("leave", event_id, session_id)
+        if _text(reply[0]) == "ERR":
+            raise _error(_text(reply[1]))
+        return _text(reply[0]), int(reply[1])
+
+    async def admit(self, event_id: str, limit: int) -> AdmitResult | None:
+        """One admission step; None when the event has no configuration."""
+        reply = await self._event("admit", event_id, limit)
+        if _text(reply[0]) == "NOEVENT":
+            return None
+        values = [int(v) for v in reply]
+        return AdmitResult(*values[:7], waits_ms=values[7:])
+
+    async def finish(self, event_id: str, session_id: str, status: int, reason: str) -> str:
+        """DONE, ALREADY, NOT_ADMITTED or UNKNOWN."""
+        reply = await self._event("finish", event_id, session_id, status, reason)
+        return _text(reply[0])
+
+    async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:
+        return int(await self._event("purge", event_id, retention_ms, limit))
+
+    async def save_event(self, event_id: str, mode: str, fields: dict[str, str]) -> None:
+        pairs = [item for pair in fields.items() for item in pair]
+        reply = await self._event("event_save", event_id, mode, *pairs)
+        if _text(reply[0]) == "ERR":
+            raise _error(_text(reply[1]))
+
+    async def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        return bool(await self._scripts["lock_renew"](keys=[key], args=[token, ttl_ms]))
+
+    async def release_lock(self, key: str, token: str) -> bool:
+        return bool(await self._scripts["lock_release"](keys=[key], args=[token]))
+
+

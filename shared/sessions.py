@@ -1,0 +1,52 @@
+"""The session record stored in an event's ``sessions`` hash (written only by Lua scripts)."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+
+
+class Status(enum.IntEnum):
+    """The contract's SessionStatus numbers (``waitroom.v1.SessionStatus``)."""
+
+    UNSPECIFIED = 0
+    QUEUED = 1
+    PROCESSING = 2
+    READY = 3
+    ACTIVE = 4
+    COMPLETED = 5
+    FAILED = 6
+    EXPIRED = 7
+    CANCELLED = 8
+
+    @property
+    def terminal(self) -> bool:
+        return self in (Status.COMPLETED, Status.FAILED, Status.EXPIRED, Status.CANCELLED)
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    """Mirror of the JSON array documented in ``shared/lua/event_lib.lua``."""
+
+    status: Status
+    user_id: str
+    ticket: int
+    queued_ms: int
+    expires_ms: int
+    admitted_ms: int
+    checkout_deadline_ms: int
+    finished_ms: int
+    reason: str
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> SessionRecord:
+        v = json.loads(raw)
+        return cls(
+            Status(int(v[0])), str(v[1]), int(v[2]), int(v[3]), int(v[4]),
+            int(v[5]), int(v[6]), int(v[7]), str(v[8]),
+        )
+
+    def queue_expired(self, now_ms: int) -> bool:
+        """A queued session whose lifetime ran out (the admitter will close it as EXPIRED)."""
+        return self.status is Status.QUEUED and now_ms >= self.expires_ms

@@ -1,0 +1,66 @@
+"""Timestamps: RFC 3339 out, and the layouts real producers send in.
+
+The order service sends ``checkout.failed`` timestamps in Go's ``time.Now().String()`` layout,
+``2025-11-14 10:00:00.123456789 +0700 +07 m=+12.345678901``; everything else is RFC 3339.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))$"
+)
+# Go: "2006-01-02 15:04:05.999999999 -0700 MST" plus an optional monotonic "m=+1.23" suffix.
+_GO = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))? ([+-])(\d{2})(\d{2})"
+    r"(?: [A-Za-z0-9+-]{1,8})?(?: m=[+-]\d+(?:\.\d+)?)?$"
+)
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def format_ms(ms: int) -> str:
+    """RFC 3339 in UTC with seconds precision, as the contract shows: ``2026-11-26T17:41:39Z``."""
+    if ms <= 0:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def format_ms_precise(ms: int) -> str:
+    """RFC 3339 in UTC with milliseconds, for Kafka payloads where ordering matters."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _build(groups: tuple[str | None, ...], sign: str | None, hh: str, mm: str) -> datetime:
+    year, month, day, hour, minute, second, frac = groups
+    micros = int((frac or "0").ljust(9, "0")[:6])
+    offset = timedelta(hours=int(hh), minutes=int(mm))
+    tz = timezone(-offset if sign == "-" else offset)
+    return datetime(
+        int(year or 0), int(month or 0), int(day or 0),
+        int(hour or 0), int(minute or 0), int(second or 0), micros, tzinfo=tz,
+    ).astimezone(UTC)
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Parse RFC 3339 (with or without fractions and offsets) or Go's ``Time.String()`` layout.
+
+    Raises ``ValueError`` naming the text when it is neither.
+    """
+    value = text.strip()
+    match = _RFC3339.match(value)
+    if match:
+        g = match.groups()
+        if g[7]:
+            return _build(g[:7], "+", "00", "00")
+        return _build(g[:7], g[8], g[9] or "00", g[10] or "00")
+    match = _GO.match(value)
+    if match:
+        g = match.groups()
+        return _build(g[:7], g[7], g[8] or "00", g[9] or "00")
+    raise ValueError(f"not an RFC 3339 or Go time.String() timestamp: {text[:80]!r}")

@@ -1,0 +1,70 @@
+"""What the CLI's commands share: exit codes, output, settings and a Redis connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import click
+
+from shared import settings as settings_mod
+from shared.connections import redis_client
+from shared.errors import WaitroomError
+from shared.scripts import Scripts
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Named exit codes (dramatiq's RET_* style).
+RET_OK = 0
+RET_ERROR = 1  # the request was refused (unknown event, invalid value, ...)
+RET_CONNECT = 2  # Redis or Kafka could not be reached
+RET_SETTINGS = 3  # a WAITROOM_ variable holds a bad value
+RET_INVALID = 4  # `check`-style commands: the thing checked is not healthy/valid
+
+
+def json_option(func: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(func)
+
+
+def emit(as_json: bool, data: Any, human: str) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else human)
+
+
+def fail(message: str, code: int = RET_ERROR) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def common_settings() -> settings_mod.CommonSettings:
+    try:
+        return settings_mod.load(settings_mod.CommonSettings)
+    except settings_mod.SettingsError as exc:
+        fail(str(exc), RET_SETTINGS)
+        raise  # unreachable; keeps the type checker informed
+
+
+def with_redis(action: Callable[[Scripts], Awaitable[T]]) -> T:
+    """Run ``action`` with a Redis client built from the settings, mapping errors to exits."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    config = common_settings()
+
+    async def go() -> T:
+        client = redis_client(config)
+        try:
+            return await action(Scripts(client))
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(go())
+    except WaitroomError as exc:
+        fail(exc.message)
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        fail(f"cannot reach Redis at {config.redis_url}: {exc}", RET_CONNECT)
+    raise AssertionError("unreachable")
