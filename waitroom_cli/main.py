@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 import click
 
 from shared import settings as settings_mod
@@ -18,7 +21,31 @@ _SETTINGS_CLASSES = (
 )
 
 
-@click.group()
+# Subcommands that live with their process; imported only when used, so `waitroom event list`
+# does not pay for importing gRPC and Kafka.
+_LAZY = {
+    "api": "waitroom_api.cli:api",
+    "admitter": "waitroom_admitter.cli:admitter",
+    "consumer": "waitroom_consumer.cli:consumer",
+    "checkout": "waitroom_consumer.cli:checkout",
+    "dev": "waitroom_dev.cli:dev",
+    "simulate": "waitroom_dev.cli:simulate",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_LAZY])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY:
+            module, _, attr = _LAZY[cmd_name].partition(":")
+            command: Any = getattr(importlib.import_module(module), attr)
+            return command  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup)
 @click.version_option(package_name="ticketbottle-waitroom")
 def cli() -> None:
     """TicketBottle Waitroom: a fair queue in front of checkout."""
