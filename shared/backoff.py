@@ -40,4 +40,7 @@ class Outage:
         self.attempts = 0
 
     def __repr__(self) -> str:
-        return f"Outage({self.name!r}, down={self.down}, attempts={self.attempts}, outages={self.outages})"
+        return (
+            f"Outage({self.name!r}, down={self.down}, "
+            f"attempts={self.attempts}, outages={self.outages})"
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -34,9 +35,7 @@ def _servers(settings: CommonSettings) -> list[str]:
     return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
 
 
-def kafka_producer(
-    settings: CommonSettings, tuning: KafkaClientSettings, *, client_id: str
-) -> Any:
+def kafka_producer(settings: CommonSettings, tuning: KafkaClientSettings, *, client_id: str) -> Any:
     """An idempotent producer waiting for all in-sync replicas (acks=all)."""
     from kafka import KafkaProducer
 
@@ -87,10 +86,9 @@ def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]
             if name not in existing
         ]
         if wanted:
-            try:
+            # Another process may create them between our listing and this call.
+            with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(wanted)
-            except TopicAlreadyExistsError:
-                pass
         return [t.name for t in wanted]
     finally:
         admin.close()
@@ -98,6 +96,11 @@ def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]
 
 def default_topics(consumer: ConsumerSettings, partitions: int = 4) -> dict[str, int]:
     """Every topic the waitroom produces or consumes, with a partition count."""
-    names = [*messages.PRODUCED_TOPICS, consumer.topic_completed, consumer.topic_failed,
-             consumer.topic_expired, consumer.dlq_topic]
+    names = [
+        *messages.PRODUCED_TOPICS,
+        consumer.topic_completed,
+        consumer.topic_failed,
+        consumer.topic_expired,
+        consumer.dlq_topic,
+    ]
     return dict.fromkeys(names, partitions)

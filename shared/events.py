@@ -1,8 +1,9 @@
-"""Event configuration: what the admitter admits and how fast, kept in the event's ``config`` hash."""
+"""Event configuration: whom the admitter admits and how fast (the event's ``config`` hash)."""
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -12,6 +13,10 @@ from shared import keys
 from shared.errors import Code, WaitroomError
 from shared.ids import validate_id
 from shared.scripts import Scripts
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class EventState(enum.Enum):
@@ -60,8 +65,8 @@ class EventConfig:
         }
 
     @classmethod
-    def from_fields(cls, event_id: str, raw: dict[bytes, bytes]) -> EventConfig:
-        f = {k.decode(): v.decode() for k, v in raw.items()}
+    def from_fields(cls, event_id: str, raw: Mapping[bytes | str, bytes | str]) -> EventConfig:
+        f = {_text(k): _text(v) for k, v in raw.items()}
         return cls(
             event_id=event_id,
             state=EventState(f["state"]),
@@ -121,7 +126,7 @@ class EventStore:
         return EventConfig.from_fields(event_id, raw)
 
     async def list_ids(self) -> list[str]:
-        return sorted(m.decode() for m in await self.redis.smembers(keys.EVENTS))
+        return sorted(_text(m) for m in await self.redis.smembers(keys.EVENTS))
 
     async def stats(self, event_id: str) -> EventStats:
         async with self.redis.pipeline(transaction=False) as pipe:

@@ -15,7 +15,9 @@ _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 # --- API -------------------------------------------------------------------------------------
 JOINS = Counter("waitroom_joins_total", "Sessions created by JoinQueue.", ["event"])
 LEAVES = Counter(
-    "waitroom_leaves_total", "Sessions closed before checkout ended, by reason.", ["event", "reason"]
+    "waitroom_leaves_total",
+    "Sessions closed before checkout ended, by reason.",
+    ["event", "reason"],
 )
 RPC_DURATION = Histogram(
     "waitroom_rpc_duration_seconds",

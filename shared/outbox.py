@@ -20,11 +20,11 @@ class OutboxEntry:
     fields: dict[str, Any]
 
 
-def _decode(entry_id: bytes, raw: dict[bytes, bytes]) -> OutboxEntry:
+def _decode(entry_id: Any, raw: Any) -> OutboxEntry:
     return OutboxEntry(
-        entry_id=entry_id,
-        topic=raw[b"t"].decode(),
-        message_id=raw[b"k"].decode(),
+        entry_id=bytes(entry_id),
+        topic=bytes(raw[b"t"]).decode(),
+        message_id=bytes(raw[b"k"]).decode(),
         fields=json.loads(raw[b"p"]),
     )
 
@@ -32,7 +32,7 @@ def _decode(entry_id: bytes, raw: dict[bytes, bytes]) -> OutboxEntry:
 async def read(redis: Redis, event_id: str, count: int) -> list[OutboxEntry]:
     """The oldest ``count`` entries of an event's outbox, in the order they were recorded."""
     rows = await redis.xrange(keys.outbox(event_id), "-", "+", count=count)
-    return [_decode(entry_id, raw) for entry_id, raw in rows]
+    return [_decode(entry_id, raw) for entry_id, raw in rows or []]
 
 
 async def acknowledge(redis: Redis, event_id: str, entries: list[OutboxEntry]) -> int:
@@ -60,8 +60,13 @@ def to_message(entry: OutboxEntry, secret: str, now_ms: int) -> messages.Outgoin
             f["session_id"], f["user_id"], event_id, int(f["admitted_ms"]), int(f["expires_ms"])
         )
         body = messages.queue_ready(
-            f["session_id"], f["user_id"], event_id, mint(secret, claims),
-            int(f["admitted_ms"]), int(f["expires_ms"]), now_ms,
+            f["session_id"],
+            f["user_id"],
+            event_id,
+            mint(secret, claims),
+            int(f["admitted_ms"]),
+            int(f["expires_ms"]),
+            now_ms,
         )
     else:
         raise ValueError(f"unknown outbox topic {entry.topic!r}")

@@ -155,12 +155,13 @@ class Scripts:
         reply = await self._event("admit", event_id, limit)
         if _text(reply[0]) == "NOEVENT":
             return None
-        values = [int(v) for v in reply]
-        return AdmitResult(*values[:7], waits_ms=values[7:])
+        v = [int(x) for x in reply]
+        return AdmitResult(v[0], v[1], v[2], v[3], v[4], v[5], v[6], waits_ms=v[7:])
 
     async def finish(self, event_id: str, session_id: str, status: int, reason: str) -> str:
         """DONE, ALREADY, NOT_ADMITTED or UNKNOWN."""
-        reply = await self._event("finish", event_id, session_id, status, reason)
+        # int(): redis-py would send an IntEnum as its repr, which Lua cannot read.
+        reply = await self._event("finish", event_id, session_id, int(status), reason)
         return _text(reply[0])
 
     async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:
@@ -177,5 +178,3 @@ class Scripts:
 
     async def release_lock(self, key: str, token: str) -> bool:
         return bool(await self._scripts["lock_release"](keys=[key], args=[token]))
-
-

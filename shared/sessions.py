@@ -43,8 +43,15 @@ class SessionRecord:
     def decode(cls, raw: bytes | str) -> SessionRecord:
         v = json.loads(raw)
         return cls(
-            Status(int(v[0])), str(v[1]), int(v[2]), int(v[3]), int(v[4]),
-            int(v[5]), int(v[6]), int(v[7]), str(v[8]),
+            Status(int(v[0])),
+            str(v[1]),
+            int(v[2]),
+            int(v[3]),
+            int(v[4]),
+            int(v[5]),
+            int(v[6]),
+            int(v[7]),
+            str(v[8]),
         )
 
     def queue_expired(self, now_ms: int) -> bool:

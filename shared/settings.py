@@ -79,7 +79,9 @@ class CommonSettings:
         "Comma-separated Kafka bootstrap servers; empty turns Kafka off (outbox only).",
     )
     jwt_secret: str = setting(
-        "WAITROOM_JWT_SECRET", "", "HS256 secret shared with the order service (required)."
+        "WAITROOM_JWT_SECRET",
+        "",
+        "HS256 secret shared with the order service (required, >= 32 bytes).",
     )
     metrics_port: int = setting(
         "WAITROOM_METRICS_PORT", 0, "Port for Prometheus /metrics; 0 turns it off.", minimum=0
@@ -91,8 +93,9 @@ class CommonSettings:
         return bool(self.kafka_bootstrap_servers.strip())
 
     def require_secret(self) -> str:
-        if len(self.jwt_secret) < 16:
-            raise SettingsError("WAITROOM_JWT_SECRET must be set to at least 16 characters")
+        # RFC 7518 3.2: an HS256 key must be at least 256 bits.
+        if len(self.jwt_secret.encode("utf-8")) < 32:
+            raise SettingsError("WAITROOM_JWT_SECRET must be set to at least 32 bytes")
         return self.jwt_secret
 
 

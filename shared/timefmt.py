@@ -42,8 +42,14 @@ def _build(groups: tuple[str | None, ...], sign: str | None, hh: str, mm: str) -
     offset = timedelta(hours=int(hh), minutes=int(mm))
     tz = timezone(-offset if sign == "-" else offset)
     return datetime(
-        int(year or 0), int(month or 0), int(day or 0),
-        int(hour or 0), int(minute or 0), int(second or 0), micros, tzinfo=tz,
+        int(year or 0),
+        int(month or 0),
+        int(day or 0),
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        micros,
+        tzinfo=tz,
     ).astimezone(UTC)
 
 

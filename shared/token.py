@@ -83,8 +83,11 @@ def verify_signature(secret: str, token: str, *, leeway: float = 0) -> Verdict:
     except jwt.InvalidTokenError as exc:
         return Verdict(False, f"malformed: {exc}", None)
     claims = TokenClaims(
-        str(data["session_id"]), str(data["user_id"]), str(data["event_id"]),
-        int(data["iat"]), int(data["exp"]),
+        str(data["session_id"]),
+        str(data["user_id"]),
+        str(data["event_id"]),
+        int(data["iat"]),
+        int(data["exp"]),
     )
     return Verdict(True, "valid", claims)
 

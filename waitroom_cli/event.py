@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
@@ -10,6 +11,8 @@ from shared.events import EventConfig, EventState, EventStore
 from shared.scripts import Scripts
 from shared.timefmt import format_ms
 from waitroom_cli.common import emit, json_option, with_redis
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _describe(config: EventConfig, stats: Any = None) -> str:
@@ -32,10 +35,10 @@ def _describe(config: EventConfig, stats: Any = None) -> str:
     return "\n".join(lines)
 
 
-def _settings_options(defaults: bool) -> Any:
+def _settings_options(defaults: bool) -> Callable[[F], F]:
     """The per-event settings; ``create`` shows the defaults, ``update`` leaves unset ones."""
 
-    def deco(func: Any) -> Any:
+    def deco(func: F) -> F:
         base = EventConfig("x")
         options = [
             ("--max-concurrent", int, base.max_concurrent, "Most users in checkout at once."),
@@ -46,8 +49,11 @@ def _settings_options(defaults: bool) -> Any:
         ]
         for name, kind, default, help_text in reversed(options):
             func = click.option(
-                name, type=kind, default=default if defaults else None,
-                show_default=defaults, help=help_text,
+                name,
+                type=kind,
+                default=default if defaults else None,
+                show_default=defaults,
+                help=help_text,
             )(func)
         return func
 
@@ -147,5 +153,7 @@ def _state_command(name: str, state: EventState, help_text: str) -> click.Comman
 event.add_command(_state_command("pause", EventState.PAUSED, "Keep accepting joins, admit nobody."))
 event.add_command(_state_command("resume", EventState.OPEN, "Open EVENT_ID: join and admit."))
 event.add_command(
-    _state_command("close", EventState.CLOSED, "Refuse new joins; those waiting are still admitted.")
+    _state_command(
+        "close", EventState.CLOSED, "Refuse new joins; those waiting are still admitted."
+    )
 )

@@ -8,7 +8,15 @@ from shared import token as checkout_token
 from shared.scripts import Scripts
 from shared.settings import SettingsError
 from shared.timefmt import format_ms
-from waitroom_cli.common import RET_INVALID, RET_SETTINGS, common_settings, emit, fail, json_option, with_redis
+from waitroom_cli.common import (
+    RET_INVALID,
+    RET_SETTINGS,
+    common_settings,
+    emit,
+    fail,
+    json_option,
+    with_redis,
+)
 
 
 @click.group()
@@ -31,17 +39,19 @@ def verify(token_text: str, offline: bool, as_json: bool) -> None:
     async def go(scripts: Scripts) -> checkout_token.Verdict:
         return await checkout_token.verify(scripts, secret, token_text)
 
-    if offline:
-        verdict = checkout_token.verify_signature(secret, token_text)
-    else:
-        verdict = with_redis(go)
+    verdict = checkout_token.verify_signature(secret, token_text) if offline else with_redis(go)
     claims = verdict.claims
-    data = {"valid": verdict.valid, "reason": verdict.reason, "claims": vars(claims) if claims else None}
+    data = {
+        "valid": verdict.valid,
+        "reason": verdict.reason,
+        "claims": vars(claims) if claims else None,
+    }
     human = f"{'VALID' if verdict.valid else 'INVALID'}: {verdict.reason}"
     if claims:
         human += (
             f"\n  session {claims.session_id}\n  user {claims.user_id}  event {claims.event_id}"
-            f"\n  issued {format_ms(claims.issued_at * 1000)}  expires {format_ms(claims.expires_at * 1000)}"
+            f"\n  issued {format_ms(claims.issued_at * 1000)}"
+            f"  expires {format_ms(claims.expires_at * 1000)}"
         )
     emit(as_json, data, human)
     if not verdict.valid:

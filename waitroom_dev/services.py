@@ -35,7 +35,9 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ServiceError(f"process exited with code {proc.returncode} before port {port} opened")
+            raise ServiceError(
+                f"process exited with code {proc.returncode} before port {port} opened"
+            )
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
             return
         time.sleep(0.02)
@@ -89,7 +91,10 @@ class Service:
     def start(self, timeout: float = 15.0) -> Service:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            self.args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -126,8 +131,17 @@ class Service:
 def redis_service(workdir: Path, port: int | None = None, *, durable: bool = False) -> Service:
     port = port or free_port()
     args = [
-        redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "yes" if durable else "no", "--dir", str(workdir),
+        redis_server_binary(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "yes" if durable else "no",
+        "--dir",
+        str(workdir),
     ]
     return Service("redis", port, args, workdir / f"redis-{port}.log")
 

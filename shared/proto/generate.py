@@ -18,7 +18,7 @@ OUTPUTS = ("waitroom_pb2.py", "waitroom_pb2.pyi", "waitroom_pb2_grpc.py", "waitr
 
 def generate(out_root: Path) -> None:
     """Run protoc into ``out_root``, which mirrors the repository root."""
-    from grpc_tools import protoc  # a build-time tool, not a runtime dependency
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # build-time tool only
 
     args = [
         "protoc",
@@ -51,7 +51,8 @@ def main() -> None:
     if "--check" in sys.argv[1:]:
         stale = stale_files()
         if stale:
-            raise SystemExit(f"stale generated code: {', '.join(stale)}; run python -m shared.proto.generate")
+            names = ", ".join(stale)
+            raise SystemExit(f"stale generated code: {names}; run python -m shared.proto.generate")
         print("generated code is up to date")
         return
     generate(ROOT)
