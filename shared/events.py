@@ -129,10 +129,9 @@ class EventStore:
         return sorted(_text(m) for m in await self.redis.smembers(keys.EVENTS))
 
     async def stats(self, event_id: str) -> EventStats:
+        status = await self.scripts.status(event_id, [])
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zcard(keys.queue(event_id))
-            pipe.zcard(keys.checkout(event_id))
             pipe.xlen(keys.outbox(event_id))
             pipe.get(keys.seq(event_id))
-            q, c, o, s = await pipe.execute()
-        return EventStats(int(q), int(c), int(o), int(s or 0))
+            backlog, seq = await pipe.execute()
+        return EventStats(status.queue_length, status.in_checkout, int(backlog), int(seq or 0))

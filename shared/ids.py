@@ -1,8 +1,9 @@
 """Identifiers: validation of caller-supplied ids and the session id format.
 
-A session id is ``<22 url-safe chars of 128 random bits>.<base64url(event_id)>``: opaque to
-clients, unguessable, and it names its event so every lookup goes straight to that event's
-Redis hash slot (no global index, so it stays cluster-safe).
+A session id is ``<nonce>.<ticket>.<base64url(event_id)>``: the nonce is 128 random bits (22
+url-safe characters), so ids are unguessable; the ticket locates the record; the suffix names the
+event, so every lookup goes straight to that event's Redis hash slot (no global index, so it stays
+cluster-safe). The join script assembles the id once it has drawn the ticket.
 """
 
 from __future__ import annotations
@@ -34,9 +35,19 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def new_session_id(event_id: str) -> str:
-    """A fresh session id for ``event_id``."""
-    return f"{_b64(secrets.token_bytes(16))}.{_b64(event_id.encode('utf-8'))}"
+def new_nonce() -> str:
+    """The random part of a new session id."""
+    return _b64(secrets.token_bytes(16))
+
+
+def event_suffix(event_id: str) -> str:
+    """The last part of every session id of ``event_id``."""
+    return _b64(event_id.encode("utf-8"))
+
+
+def ticket_of_session(session_id: str) -> int:
+    """The ticket inside a session id (call ``event_of_session`` first to validate it)."""
+    return int(session_id.split(".")[1])
 
 
 def event_of_session(session_id: str) -> str:
@@ -45,8 +56,11 @@ def event_of_session(session_id: str) -> str:
         raise WaitroomError(Code.INVALID_INPUT, "session_id is required")
     if len(session_id) > 2 * MAX_ID_LENGTH + 64:
         raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
-    random_part, dot, encoded = session_id.partition(".")
-    if not dot or len(random_part) != _RANDOM_PART or not encoded:
+    parts = session_id.split(".")
+    if len(parts) != 3 or len(parts[0]) != _RANDOM_PART or not parts[1].isdigit():
+        raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
+    encoded = parts[2]
+    if not encoded:
         raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
     try:
         event_id = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")

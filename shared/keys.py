@@ -35,23 +35,32 @@ def seq(event_id: str) -> str:
     return _event(event_id, "seq")
 
 
-def queue(event_id: str) -> str:
-    """Sorted set: waiting session ids scored by ticket (FIFO order)."""
-    return _event(event_id, "queue")
+def head(event_id: str) -> str:
+    """String counter: the next ticket the admitter will look at (the queue's front)."""
+    return _event(event_id, "head")
+
+
+def holes(event_id: str) -> str:
+    """Sorted set: tickets that left the queue while waiting, scored by ticket.
+
+    The queue is the ticket range [head, seq] minus these; a position is
+    ``t - head + 1 - ZCOUNT(holes, head, t)``, with no per-user queue entry.
+    """
+    return _event(event_id, "holes")
 
 
 def sessions(event_id: str) -> str:
-    """Hash: session id -> session record (JSON array, see ``shared.sessions``)."""
+    """Hash: ticket -> session record (JSON array, see ``shared.sessions``)."""
     return _event(event_id, "sessions")
 
 
 def users(event_id: str) -> str:
-    """Hash: user id -> live session id, so a user holds at most one live place."""
+    """Hash: user id -> ticket of their live session, so a user holds one live place."""
     return _event(event_id, "users")
 
 
 def checkout(event_id: str) -> str:
-    """Sorted set: admitted session ids scored by their checkout deadline (slot leases)."""
+    """Sorted set: tickets of admitted sessions scored by checkout deadline (slot leases)."""
     return _event(event_id, "checkout")
 
 
@@ -66,7 +75,7 @@ def outbox(event_id: str) -> str:
 
 
 def done(event_id: str) -> str:
-    """Sorted set: finished session ids scored by when they finished, for purging."""
+    """Sorted set: tickets of finished sessions scored by when they finished, for purging."""
     return _event(event_id, "done")
 
 

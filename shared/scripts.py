@@ -6,6 +6,7 @@ process killed between two lines of Python can never leave half a change behind.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -13,9 +14,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
 
 from shared import keys
 from shared.errors import Code, WaitroomError
+from shared.ids import event_suffix, new_nonce, ticket_of_session
 from shared.sessions import SessionRecord
 
 _EVENT_SCRIPTS = ("join", "status", "leave", "admit", "finish", "purge", "event_save")
@@ -40,7 +43,8 @@ def event_keys(event_id: str) -> list[str]:
     return [
         keys.config(event_id),
         keys.seq(event_id),
-        keys.queue(event_id),
+        keys.head(event_id),
+        keys.holes(event_id),
         keys.sessions(event_id),
         keys.users(event_id),
         keys.checkout(event_id),
@@ -117,11 +121,15 @@ class Scripts:
         }
 
     async def _event(self, name: str, event_id: str, *args: str | int | float) -> Any:
-        argv = [event_id, keys.NOTIFY_CHANNEL, *args]
+        argv = [event_id, keys.NOTIFY_CHANNEL, event_suffix(event_id), *args]
         return await self._scripts[name](keys=event_keys(event_id), args=argv)
 
-    async def join(self, event_id: str, user_id: str, new_session_id: str) -> JoinResult:
-        reply = await self._event("join", event_id, user_id, new_session_id)
+    async def join(self, event_id: str, user_id: str, nonce: str | None = None) -> JoinResult:
+        """Join ``user_id`` to the queue, or return their live session.
+
+        ``nonce`` is the random part of a new session id (drawn here unless given).
+        """
+        reply = await self._event("join", event_id, user_id, nonce or new_nonce())
         if _text(reply[0]) == "ERR":
             raise _error(_text(reply[1]))
         return JoinResult(
@@ -139,7 +147,7 @@ class Scripts:
         views = []
         for i, sid in enumerate(session_ids):
             raw = reply[3 + 2 * i]
-            record = SessionRecord.decode(raw) if raw else None
+            record = SessionRecord.decode(raw, ticket_of_session(sid)) if raw else None
             views.append(SessionView(sid, record, int(reply[4 + 2 * i])))
         return StatusResult(int(reply[0]), int(reply[1]), int(reply[2]), views)
 
@@ -163,6 +171,26 @@ class Scripts:
         # int(): redis-py would send an IntEnum as its repr, which Lua cannot read.
         reply = await self._event("finish", event_id, session_id, int(status), reason)
         return _text(reply[0])
+
+    async def finish_many(
+        self, outcomes: Sequence[tuple[str, str, int, str]]
+    ) -> list[str | ResponseError]:
+        """``finish`` for many ``(event_id, session_id, status, reason)`` in one round trip.
+
+        The scripts run in the given order (a pipeline, not a transaction: each is atomic on
+        its own). Each result is what ``finish`` returns, or the error that one script met; a
+        connection error raises for the whole call, and retrying it is safe because ``finish``
+        is idempotent.
+        """
+        if not outcomes:
+            return []
+        script = self._scripts["finish"]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id, session_id, status, reason in outcomes:
+                argv = [event_id, keys.NOTIFY_CHANNEL, session_id, int(status), reason]
+                await script(keys=event_keys(event_id), args=argv, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, ResponseError) else _text(r[0]) for r in replies]
 
     async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:
         return int(await self._event("purge", event_id, retention_ms, limit))

@@ -27,7 +27,8 @@ class Status(enum.IntEnum):
 
 @dataclass(frozen=True)
 class SessionRecord:
-    """Mirror of the JSON array documented in ``shared/lua/event_lib.lua``."""
+    """Mirror of the JSON array documented in ``shared/lua/event_lib.lua`` (the ticket is the
+    record's key in the sessions hash, not part of the array)."""
 
     status: Status
     user_id: str
@@ -40,18 +41,20 @@ class SessionRecord:
     reason: str
 
     @classmethod
-    def decode(cls, raw: bytes | str) -> SessionRecord:
+    def decode(cls, raw: bytes | str, ticket: int) -> SessionRecord:
+        """Decode a record; fields 6..9 are absent while the session waits."""
         v = json.loads(raw)
+        v += [0] * (9 - len(v))
         return cls(
-            Status(int(v[0])),
-            str(v[1]),
-            int(v[2]),
-            int(v[3]),
-            int(v[4]),
-            int(v[5]),
-            int(v[6]),
-            int(v[7]),
-            str(v[8]),
+            status=Status(int(v[0])),
+            user_id=str(v[1]),
+            ticket=ticket,
+            queued_ms=int(v[3]),
+            expires_ms=int(v[4]),
+            admitted_ms=int(v[5]),
+            checkout_deadline_ms=int(v[6]),
+            finished_ms=int(v[7]),
+            reason=str(v[8] or ""),
         )
 
     def queue_expired(self, now_ms: int) -> bool:

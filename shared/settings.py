@@ -154,6 +154,12 @@ class ApiSettings:
     reuse_port: bool = setting(
         "WAITROOM_API_REUSE_PORT", True, "Let several API processes share one port."
     )
+    redis_connections: int = setting(
+        "WAITROOM_API_REDIS_CONNECTIONS",
+        64,
+        "Most Redis connections one API process opens; more concurrent requests wait.",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
@@ -181,6 +187,11 @@ class AdmitterSettings:
     grace_seconds: float = setting(
         "WAITROOM_ADMITTER_GRACE_SECONDS", 10.0, "Drain time on SIGTERM (s).", minimum=0
     )
+    replica_id: str = setting(
+        "WAITROOM_ADMITTER_REPLICA_ID",
+        "",
+        "This replica's name in heartbeats and lock tokens; empty: hostname-pid.",
+    )
 
 
 @dataclass(frozen=True)
@@ -206,4 +217,9 @@ class ConsumerSettings:
     )
     grace_seconds: float = setting(
         "WAITROOM_CONSUMER_GRACE_SECONDS", 10.0, "Drain time on SIGTERM (s).", minimum=0
+    )
+    replica_id: str = setting(
+        "WAITROOM_CONSUMER_REPLICA_ID",
+        "",
+        "This replica's name in heartbeats (`waitroom consumer check`); empty: hostname-pid.",
     )

@@ -2,17 +2,17 @@
 --   1. reclaim checkout slots whose lease ran out (session -> EXPIRED, queue.left recorded);
 --   2. room = max_concurrent - users in checkout; refill the token bucket (rate per second,
 --      capacity a tenth of a second's worth, at least 1);
---   3. pop the queue front: expired sessions are closed as EXPIRED and skipped; the others
---      become READY with a checkout deadline, hold a lease in the checkout set scored by that
---      deadline, and get queue.ready recorded in the outbox.
+--   3. take tickets from the queue head, skipping holes: expired sessions are closed as EXPIRED;
+--      the others become READY with a checkout deadline, hold a lease in the checkout set
+--      scored by that deadline, and get queue.ready recorded in the outbox.
 -- A paused event reclaims leases but admits nobody; a closed one still drains its queue.
 -- KEYS: the event keys (see event_lib.lua).
--- ARGV: 1 event id, 2 notify channel, 3 most users to admit in this call.
+-- ARGV: 1 event id, 2 notify channel, 3 session id suffix, 4 most users to admit in this call.
 -- Returns {admitted, expired, reclaimed, queue_length, in_checkout, retry_ms, next_lease_ms,
 --   wait_ms_1, ..., wait_ms_n}: retry_ms is when admitting more could succeed (-1: only when
 --   something changes), next_lease_ms the earliest lease deadline (-1: none); wait_ms_i is each
 --   admitted user's time in the queue. {'NOEVENT'} when the event has no config.
-local limit = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
 local cfg = redis.call('HMGET', K.config, 'state', 'max_concurrent', 'rate', 'checkout_ttl_ms')
 if not cfg[1] then return { 'NOEVENT' } end
 local state, max_concurrent = cfg[1], tonumber(cfg[2])
@@ -20,12 +20,13 @@ local rate, checkout_ttl = tonumber(cfg[3]), tonumber(cfg[4])
 local now = now_ms()
 
 local reclaimed = 0
-for _, sid in ipairs(redis.call('ZRANGEBYSCORE', K.checkout, '-inf', now, 'LIMIT', 0, limit)) do
-  redis.call('ZREM', K.checkout, sid)
-  local rec = load_record(sid)
+for _, t in ipairs(redis.call('ZRANGEBYSCORE', K.checkout, '-inf', now, 'LIMIT', 0, limit)) do
+  redis.call('ZREM', K.checkout, t)
+  local ticket = tonumber(t)
+  local rec = load_record(ticket)
   if rec and rec[1] == READY then
-    finish(sid, rec, EXPIRED, 'checkout_expired', now)
-    record_left(sid, rec, 'checkout_expired', now)
+    finish(ticket, rec, EXPIRED, 'checkout_expired', now)
+    record_left(ticket, rec, 'checkout_expired', now)
   end
   reclaimed = reclaimed + 1
 end
@@ -41,40 +42,44 @@ tokens = math.min(capacity, tokens + math.max(0, now - last) * rate / 1000)
 local admitted, expired, waits = 0, 0, {}
 if state ~= 'paused' and room > 0 then
   local want = math.min(room, math.floor(tokens), limit)
+  local h, seq = head(), tonumber(redis.call('GET', K.seq) or '0')
   local examined = 0
-  while admitted < want and examined < limit * 4 do
-    local popped = redis.call('ZPOPMIN', K.queue)
-    if #popped == 0 then break end
+  while admitted < want and examined < limit * 4 and h <= seq do
+    local ticket = h
+    h = h + 1
     examined = examined + 1
-    local sid = popped[1]
-    local rec = load_record(sid)
-    if rec and rec[1] == QUEUED then
-      if now >= rec[5] then
-        finish(sid, rec, EXPIRED, 'queue_expired', now)
-        record_left(sid, rec, 'queue_expired', now)
-        expired = expired + 1
-      else
-        rec[1] = READY
-        rec[6] = now
-        rec[7] = now + checkout_ttl
-        save_record(sid, rec)
-        redis.call('ZADD', K.checkout, rec[7], sid)
-        record_message('queue.ready', sid .. ':ready',
-          { session_id = sid, user_id = rec[2], event_id = EVENT_ID, admitted_ms = now,
-            expires_ms = rec[7] })
-        admitted = admitted + 1
-        waits[admitted] = now - rec[4]
+    if redis.call('ZREM', K.holes, ticket) == 0 then
+      local rec = load_record(ticket)
+      if rec and rec[1] == QUEUED then
+        if now >= rec[5] then
+          finish(ticket, rec, EXPIRED, 'queue_expired', now)
+          record_left(ticket, rec, 'queue_expired', now)
+          expired = expired + 1
+        else
+          rec[1] = READY
+          rec[6] = now
+          rec[7] = now + checkout_ttl
+          save_record(ticket, rec)
+          redis.call('ZADD', K.checkout, rec[7], ticket)
+          local sid = session_id(ticket, rec)
+          record_message('queue.ready', sid .. ':ready',
+            { session_id = sid, user_id = rec[2], event_id = EVENT_ID, admitted_ms = now,
+              expires_ms = rec[7] })
+          admitted = admitted + 1
+          waits[admitted] = now - rec[4]
+        end
       end
     end
   end
+  redis.call('SET', K.head, h)
   tokens = tokens - admitted
 end
 redis.call('HSET', K.bucket, 'tokens', tostring(tokens), 'ts', now)
 
-local queue_length = redis.call('ZCARD', K.queue)
+local length = queue_length()
 in_checkout = in_checkout + admitted
 local retry_ms = -1
-if state ~= 'paused' and queue_length > 0 and in_checkout < max_concurrent then
+if state ~= 'paused' and length > 0 and in_checkout < max_concurrent then
   if tokens >= 1 then
     retry_ms = 0
   else
@@ -86,6 +91,6 @@ local first = redis.call('ZRANGE', K.checkout, 0, 0, 'WITHSCORES')
 if #first > 0 then next_lease = tonumber(first[2]) end
 if admitted + expired + reclaimed > 0 then notify() end
 
-local out = { admitted, expired, reclaimed, queue_length, in_checkout, retry_ms, next_lease }
+local out = { admitted, expired, reclaimed, length, in_checkout, retry_ms, next_lease }
 for i = 1, admitted do out[#out + 1] = waits[i] end
 return out

@@ -2,19 +2,31 @@ import pytest
 
 from shared import keys
 from shared.errors import Code, WaitroomError
-from shared.ids import event_of_session, new_session_id, validate_id
+from shared.ids import event_of_session, event_suffix, new_nonce, ticket_of_session, validate_id
 from shared.settings import AdmitterSettings, ApiSettings, CommonSettings, SettingsError, load
 
 
 def test_session_ids_are_random_url_safe_and_name_their_event() -> None:
-    ids = {new_session_id("concert 1/ü") for _ in range(1000)}
-    assert len(ids) == 1000
+    ids = {f"{new_nonce()}.{n}.{event_suffix('concert 1/ü')}" for n in range(1000)}
+    assert len({sid.split(".")[0] for sid in ids}) == 1000
     for sid in ids:
         assert all(ch.isalnum() or ch in "-_." for ch in sid)
         assert event_of_session(sid) == "concert 1/ü"
+        assert 0 <= ticket_of_session(sid) < 1000
 
 
-@pytest.mark.parametrize("bad", ["", "x", "abc.def", "!" * 22 + ".???", "A" * 22 + "."])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "x",
+        "abc.def",
+        "A" * 22 + ".1",
+        "A" * 22 + ".x.Zm9v",
+        "A" * 22 + ".1.",
+        "A" * 22 + ".1.???",
+    ],
+)
 def test_malformed_session_ids_are_not_found(bad: str) -> None:
     with pytest.raises(WaitroomError) as err:
         event_of_session(bad)
@@ -36,7 +48,8 @@ def test_every_event_key_shares_the_event_hash_tag() -> None:
     builders = [
         keys.config,
         keys.seq,
-        keys.queue,
+        keys.head,
+        keys.holes,
         keys.sessions,
         keys.users,
         keys.checkout,

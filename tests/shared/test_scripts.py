@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from shared import keys, outbox
 from shared.errors import WaitroomError
 from shared.events import EventConfig, EventState, EventStore
-from shared.ids import new_session_id
+from shared.ids import ticket_of_session
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.token import check_revocation, mint_for, verify
@@ -37,18 +37,16 @@ async def make_event(s: Scripts, event_id: str, **settings: object) -> None:
 
 
 async def join_many(s: Scripts, event_id: str, n: int) -> list[str]:
-    return [
-        (await s.join(event_id, f"user{i}", new_session_id(event_id))).session_id for i in range(n)
-    ]
+    return [(await s.join(event_id, f"user{i}")).session_id for i in range(n)]
 
 
 def test_join_is_fifo_idempotent_and_recorded_in_the_outbox(redis_url: str, event_id: str) -> None:
     async def body(s: Scripts) -> None:
         await make_event(s, event_id)
-        first = [await s.join(event_id, f"u{i}", new_session_id(event_id)) for i in range(3)]
+        first = [await s.join(event_id, f"u{i}") for i in range(3)]
         assert [j.position for j in first] == [1, 2, 3]
         assert all(j.created for j in first)
-        again = await s.join(event_id, "u1", new_session_id(event_id))
+        again = await s.join(event_id, "u1")
         assert (again.session_id, again.position, again.created) == (first[1].session_id, 2, False)
         records = await outbox.read(s.redis, event_id, 100)
         assert [(r.topic, r.fields["session_id"]) for r in records] == [
@@ -64,15 +62,15 @@ def test_join_refuses_unknown_closed_and_full_events_without_writing(
 ) -> None:
     async def body(s: Scripts) -> None:
         with pytest.raises(WaitroomError, match="WTR006"):
-            await s.join("nope", "u", new_session_id("nope"))
+            await s.join("nope", "u")
         await make_event(s, event_id, max_queue=1)
-        await s.join(event_id, "u0", new_session_id(event_id))
+        await s.join(event_id, "u0")
         with pytest.raises(WaitroomError, match="WTR005"):
-            await s.join(event_id, "u1", new_session_id(event_id))
+            await s.join(event_id, "u1")
         await EventStore(s.redis, s).set_state(event_id, EventState.CLOSED)
         with pytest.raises(WaitroomError, match="WTR009"):
-            await s.join(event_id, "u2", new_session_id(event_id))
-        assert await s.redis.zcard(keys.queue(event_id)) == 1
+            await s.join(event_id, "u2")
+        assert (await s.status(event_id, [])).queue_length == 1
         assert await s.redis.hlen(keys.sessions(event_id)) == 1
         assert await s.redis.xlen(keys.outbox(event_id)) == 1
 
@@ -115,7 +113,7 @@ def test_concurrent_admitters_never_exceed_the_cap(redis_url: str, event_id: str
         assert sum(r.admitted for r in results if r) == 25
         assert await s.redis.zcard(keys.checkout(event_id)) == 25
         admitted = await s.redis.zrange(keys.checkout(event_id), 0, -1)
-        assert sorted(m.decode() for m in admitted) == sorted(sids[:25])
+        assert sorted(int(m) for m in admitted) == [ticket_of_session(x) for x in sids[:25]]
 
     run(redis_url, body)
 
@@ -137,7 +135,7 @@ def test_expired_queued_sessions_are_skipped_and_closed(redis_url: str, event_id
         await make_event(s, event_id, session_ttl_seconds=1, rate=1000)
         old = await join_many(s, event_id, 2)
         await asyncio.sleep(1.1)
-        fresh = (await s.join(event_id, "late", new_session_id(event_id))).session_id
+        fresh = (await s.join(event_id, "late")).session_id
         result = await s.admit(event_id, 10)
         assert result is not None and (result.admitted, result.expired) == (1, 2)
         status = await s.status(event_id, [*old, fresh])
@@ -146,9 +144,9 @@ def test_expired_queued_sessions_are_skipped_and_closed(redis_url: str, event_id
             Status.EXPIRED,
             Status.READY,
         ]
-        assert await s.redis.zcard(keys.queue(event_id)) == 0
+        assert (await s.status(event_id, [])).queue_length == 0
         # The expired users may join again and get a new place.
-        rejoin = await s.join(event_id, "user0", new_session_id(event_id))
+        rejoin = await s.join(event_id, "user0")
         assert rejoin.created and rejoin.session_id != old[0]
 
     run(redis_url, body)
@@ -217,8 +215,8 @@ def test_purge_forgets_only_old_finished_sessions(redis_url: str, event_id: str)
         assert await s.purge(event_id, 60_000, 100) == 0
         await asyncio.sleep(0.05)
         assert await s.purge(event_id, 10, 100) == 1
-        assert await s.redis.hexists(keys.sessions(event_id), gone) == 0
-        assert await s.redis.hexists(keys.sessions(event_id), kept) == 1
+        status = await s.status(event_id, [gone, kept])
+        assert [v.record is not None for v in status.sessions] == [False, True]
 
     run(redis_url, body)
 
