@@ -120,8 +120,13 @@ class Scripts:
             name: redis.register_script(source(name)) for name in _EVENT_SCRIPTS + _LOCK_SCRIPTS
         }
 
+    @staticmethod
+    def _argv(event_id: str, *args: str | int | float) -> list[str | int | float]:
+        """ARGV for an event script: the prelude's three values, then the script's own."""
+        return [event_id, keys.NOTIFY_CHANNEL, event_suffix(event_id), *args]
+
     async def _event(self, name: str, event_id: str, *args: str | int | float) -> Any:
-        argv = [event_id, keys.NOTIFY_CHANNEL, event_suffix(event_id), *args]
+        argv = self._argv(event_id, *args)
         return await self._scripts[name](keys=event_keys(event_id), args=argv)
 
     async def join(self, event_id: str, user_id: str, nonce: str | None = None) -> JoinResult:
@@ -187,7 +192,7 @@ class Scripts:
         script = self._scripts["finish"]
         async with self.redis.pipeline(transaction=False) as pipe:
             for event_id, session_id, status, reason in outcomes:
-                argv = [event_id, keys.NOTIFY_CHANNEL, session_id, int(status), reason]
+                argv = self._argv(event_id, session_id, int(status), reason)
                 await script(keys=event_keys(event_id), args=argv, client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         return [r if isinstance(r, ResponseError) else _text(r[0]) for r in replies]

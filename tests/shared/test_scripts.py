@@ -193,6 +193,29 @@ def test_finish_is_idempotent_and_revokes_the_token(redis_url: str, event_id: st
     run(redis_url, body)
 
 
+def test_finish_many_applies_outcomes_in_one_round_trip(redis_url: str, event_id: str) -> None:
+    async def body(s: Scripts) -> None:
+        await make_event(s, event_id, max_concurrent=2, rate=1000)
+        a, b, waiting = await join_many(s, event_id, 3)
+        await s.admit(event_id, 10)
+        results = await s.finish_many(
+            [
+                (event_id, a, Status.COMPLETED, "completed"),
+                (event_id, b, Status.FAILED, "failed"),
+                (event_id, a, Status.FAILED, "failed"),
+                (event_id, waiting, Status.COMPLETED, "completed"),
+            ]
+        )
+        assert results == ["DONE", "DONE", "ALREADY", "NOT_ADMITTED"]
+        status = await s.status(event_id, [a, b])
+        assert [v.record.status for v in status.sessions if v.record] == [
+            Status.COMPLETED,
+            Status.FAILED,
+        ]
+
+    run(redis_url, body)
+
+
 def test_paused_events_admit_nobody_and_closed_ones_drain(redis_url: str, event_id: str) -> None:
     async def body(s: Scripts) -> None:
         store = EventStore(s.redis, s)
