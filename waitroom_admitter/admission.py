@@ -1,0 +1,119 @@
+"""The admission loop of one event this replica owns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from shared import metrics
+from shared.backoff import Outage
+from shared.scripts import AdmitResult, Scripts
+from waitroom_admitter import schedule
+from waitroom_admitter.common import REDIS_ERRORS, RedisClock, pause
+
+log = logging.getLogger(__name__)
+
+
+class EventWorker:
+    """Calls the admit script for one event as often as it can admit someone, and no more.
+
+    After each call it either goes again at once (a full batch, or the script says tokens and
+    room are left) or sleeps until the earliest moment admitting could succeed: the token
+    bucket's refill, the first slot lease running out, or the sweep. A wake-up (a slot freed,
+    a user joined with room free) cuts the sleep short.
+    """
+
+    def __init__(
+        self,
+        event_id: str,
+        scripts: Scripts,
+        *,
+        batch_size: int,
+        sweep_seconds: float,
+        clock: RedisClock,
+        redis_outage: Outage,
+        on_change: Callable[[str], None],
+    ) -> None:
+        self.event_id = event_id
+        self.scripts = scripts
+        self.batch_size = batch_size
+        self.sweep_seconds = sweep_seconds
+        self.clock = clock
+        self.redis_outage = redis_outage
+        self.on_change = on_change
+        self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
+        self.calls = 0
+        self.admitted = 0
+        self.expired = 0
+        self.reclaimed = 0
+        self.wakeups = 0
+
+    def stop(self) -> None:
+        """Finish the script call in hand, then return."""
+        self.stopping.set()
+        self.wake.set()
+
+    def notify(self) -> None:
+        """Something changed in the event: admit again now."""
+        self.wakeups += 1
+        self.wake.set()
+
+    async def run(self) -> None:
+        while not self.stopping.is_set():
+            # Cleared before the call, so a change announced while the script runs still wakes
+            # the next wait.
+            self.wake.clear()
+            try:
+                result = await self.scripts.admit(self.event_id, self.batch_size)
+            except REDIS_ERRORS as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                await pause(self.stopping, self.redis_outage.failed(exc))
+                continue
+            self.redis_outage.recovered()
+            self.calls += 1
+            if result is None:
+                # The event was deleted: the sweep sees this task ended and lets the event go.
+                log.warning("event %s has no configuration; leaving it", self.event_id)
+                return
+            self._record(result)
+            if schedule.admit_again_now(result, self.batch_size):
+                await asyncio.sleep(0)  # let wake-ups, renewals and the relay run in between
+                continue
+            wait = schedule.wait_seconds(result, self.clock.now_ms(), self.sweep_seconds)
+            await self._sleep(wait)
+
+    async def _sleep(self, seconds: float) -> None:
+        if seconds <= 0:
+            return
+        try:
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+        except TimeoutError:
+            pass
+
+    def _record(self, result: AdmitResult) -> None:
+        event = self.event_id
+        self.admitted += result.admitted
+        self.expired += result.expired
+        self.reclaimed += result.reclaimed
+        if result.admitted:
+            metrics.ADMISSIONS.labels(event).inc(result.admitted)
+            histogram = metrics.WAIT_SECONDS.labels(event)
+            for wait_ms in result.waits_ms:
+                histogram.observe(wait_ms / 1000)
+        if result.expired:
+            metrics.EXPIRATIONS.labels(event, "queue").inc(result.expired)
+        if result.reclaimed:
+            metrics.EXPIRATIONS.labels(event, "checkout").inc(result.reclaimed)
+        metrics.QUEUE_LENGTH.labels(event).set(result.queue_length)
+        metrics.CHECKOUT_USERS.labels(event).set(result.in_checkout)
+        if result.admitted or result.expired or result.reclaimed:
+            self.on_change(event)  # new outbox records: relay them now
+
+    def __repr__(self) -> str:
+        return (
+            f"EventWorker({self.event_id!r}, calls={self.calls}, admitted={self.admitted}, "
+            f"expired={self.expired}, reclaimed={self.reclaimed}, wakeups={self.wakeups})"
+        )

@@ -1,0 +1,97 @@
+"""``waitroom admitter``: run an admitter replica; ``waitroom admitter check``: is one alive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from shared import metrics
+from shared import settings as settings_mod
+from shared.connections import configure_logging
+from shared.scripts import Scripts
+from waitroom_admitter import heartbeat, schedule
+from waitroom_admitter.worker import Admitter
+from waitroom_cli.common import (
+    RET_INVALID,
+    RET_OK,
+    RET_SETTINGS,
+    emit,
+    fail,
+    json_option,
+    with_redis,
+)
+
+log = logging.getLogger(__name__)
+
+
+@click.group(invoke_without_command=True)
+@click.pass_context
+def admitter(ctx: click.Context) -> None:
+    """Run an admitter replica: admits users to checkout and relays the outbox to Kafka.
+
+    Any number of replicas may run; they share the events through per-event locks. SIGTERM
+    drains and exits 0 within WAITROOM_ADMITTER_GRACE_SECONDS; a second signal exits at once.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    try:
+        common = settings_mod.load(settings_mod.CommonSettings)
+        common.require_secret()
+        tuning = settings_mod.load(settings_mod.KafkaClientSettings)
+        settings = settings_mod.load(settings_mod.AdmitterSettings)
+    except settings_mod.SettingsError as exc:
+        fail(str(exc), RET_SETTINGS)
+        return
+    configure_logging(common.log_level)
+    metrics.serve(common.metrics_port)
+    worker = Admitter(common, tuning, settings, replica_id=settings.replica_id)
+    asyncio.run(worker.run(handle_signals=True))
+    sys.exit(RET_OK)
+
+
+@admitter.command()
+@click.option("--replica", default=None, help="Check this replica only (default: any).")
+@click.option(
+    "--max-age",
+    type=float,
+    default=None,
+    help="Heartbeat age in seconds that still counts as alive "
+    "(default: three sweeps of that replica, at least 5 s).",
+)
+@json_option
+def check(replica: str | None, max_age: float | None, as_json: bool) -> None:
+    """Exit 0 when an admitter (or REPLICA) has a fresh heartbeat, else 4 (a liveness probe)."""
+
+    async def go(scripts: Scripts) -> list[heartbeat.Heartbeat]:
+        return await heartbeat.read_all(scripts.redis)
+
+    beats = with_redis(go)
+    now_ms = heartbeat.wall_ms()  # heartbeats carry their writer's wall clock
+    rows = []
+    for beat in beats:
+        limit = max_age if max_age is not None else schedule.heartbeat_max_age(beat.interval)
+        age = beat.age_seconds(now_ms)
+        rows.append(
+            {
+                "replica": beat.replica,
+                "age_seconds": round(age, 3),
+                "fresh": age <= limit,
+                "events": beat.events,
+                "admitted": beat.admitted,
+                "pid": beat.pid,
+            }
+        )
+    considered = [r for r in rows if replica is None or r["replica"] == replica]
+    healthy = any(r["fresh"] for r in considered)
+    lines = [
+        f"{r['replica']:<40} {'fresh' if r['fresh'] else 'STALE'}  age {r['age_seconds']:.1f} s"
+        f"  events {r['events']}  admitted {r['admitted']}"
+        for r in rows
+    ] or ["no admitter heartbeats"]
+    if replica is not None and not considered:
+        lines.append(f"replica {replica!r} has no heartbeat")
+    emit(as_json, {"healthy": healthy, "replicas": rows}, "\n".join(lines))
+    sys.exit(RET_OK if healthy else RET_INVALID)

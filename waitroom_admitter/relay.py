@@ -1,0 +1,234 @@
+"""The outbox relay: moves each owned event's outbox records to Kafka, at least once.
+
+The Lua scripts record every Kafka message in the event's outbox stream in the same atomic
+step as the change it reports. The relay reads a batch, produces every message (acks=all,
+idempotent producer), waits for every acknowledgement, and only then deletes the batch from the
+stream. A relay that dies in between leaves the records for the next one; consumers drop the
+repeats by ``message_id``. While Kafka is down nothing is deleted, so the outbox grows, and it
+drains when Kafka returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from shared import keys, messages, metrics, outbox
+from shared.backoff import Outage
+from shared.connections import ensure_topics, kafka_producer
+from shared.settings import CommonSettings, KafkaClientSettings
+from waitroom_admitter.common import REDIS_ERRORS, pause
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Partitions of the topics the admitter creates; messages are keyed by event id, so this
+#: bounds how many consumers can share one topic.
+TOPIC_PARTITIONS = 4
+
+
+class KafkaThread:
+    """One daemon thread for every blocking kafka-python call.
+
+    The producer is then only ever used from one thread, and a call stuck on an unreachable
+    broker can never keep the process from exiting (a pool thread would be joined at exit).
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[
+            tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None
+        ] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="kafka", daemon=True)
+        self._thread.start()
+
+    async def call(self, func: Callable[[], T]) -> T:
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._jobs.put((func, future))
+        return await asyncio.wrap_future(future)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            func, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(func())
+            except BaseException as exc:  # handed to the awaiting coroutine
+                future.set_exception(exc)
+
+
+def entry_ms(entry: outbox.OutboxEntry) -> int:
+    """When an entry was recorded: a stream id's first part is Redis's time in ms."""
+    return int(entry.entry_id.split(b"-", 1)[0])
+
+
+class Relay:
+    """Relays the outboxes of the events this replica owns, one batch at a time."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        common: CommonSettings,
+        tuning: KafkaClientSettings,
+        *,
+        batch: int,
+        client_id: str,
+        owned: Callable[[], Collection[str]],
+        redis_outage: Outage,
+    ) -> None:
+        self.redis = redis
+        self.common = common
+        self.tuning = tuning
+        self.batch = batch
+        self.client_id = client_id
+        self.owned = owned
+        self.redis_outage = redis_outage
+        self.kafka_outage = Outage("kafka", log)
+        self.secret = common.require_secret()
+        self._thread = KafkaThread()
+        self._producer: Any = None
+        self._dirty: set[str] = set()
+        self._kick = asyncio.Event()
+        self.relayed = 0
+        self.batches = 0
+        self.failures = 0
+
+    def kick(self, event_id: str) -> None:
+        """The event's outbox has new records: relay them soon."""
+        self._dirty.add(event_id)
+        self._kick.set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Relay until ``stopping`` is set; a batch in hand is finished first."""
+        while not stopping.is_set():
+            waiter = asyncio.ensure_future(self._kick.wait())
+            stopper = asyncio.ensure_future(stopping.wait())
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            stopper.cancel()
+            if stopping.is_set():
+                return
+            self._kick.clear()
+            pending, self._dirty = self._dirty, set()
+            owned = set(self.owned())
+            for event_id in sorted(pending & owned):
+                if stopping.is_set():
+                    return
+                delay = await self._drain(event_id, stopping)
+                if delay is not None:
+                    # Keep every event not yet relayed for the retry after the pause.
+                    self._dirty |= pending
+                    self._kick.set()
+                    await pause(stopping, delay)
+                    break
+
+    async def flush(self, events: Collection[str]) -> None:
+        """Relay what the events' outboxes hold now, without retrying (used at shutdown, so a
+        replica that stops hands over an empty outbox when Kafka is up)."""
+        if self.kafka_outage.down:
+            return
+        never = asyncio.Event()
+        for event_id in sorted(events):
+            if await self._drain(event_id, never) is not None:
+                return
+
+    async def _drain(self, event_id: str, stopping: asyncio.Event) -> float | None:
+        """Relay the event's outbox until it is empty; a pause before retrying on failure."""
+        while True:
+            try:
+                entries = await outbox.read(self.redis, event_id, self.batch)
+            except REDIS_ERRORS as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                return self.redis_outage.failed(exc)
+            if not entries:
+                metrics.OUTBOX_BACKLOG.labels(event_id).set(0)
+                return None
+            try:
+                await self._thread.call(functools.partial(self._produce, entries))
+            except Exception as exc:
+                # Any failure, whatever kafka-python raises, leaves the batch in the outbox.
+                self.failures += 1
+                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+                await self._discard_producer()
+                return self.kafka_outage.failed(exc)
+            self.kafka_outage.recovered()
+            try:
+                await outbox.acknowledge(self.redis, event_id, entries)
+                backlog = await self.redis.xlen(keys.outbox(event_id))
+            except REDIS_ERRORS as exc:
+                # Kafka has the batch; the next relay sends it again and consumers dedupe.
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                return self.redis_outage.failed(exc)
+            self._count(entries)
+            metrics.OUTBOX_BACKLOG.labels(event_id).set(backlog)
+            if len(entries) < self.batch or stopping.is_set():
+                return None
+
+    def _count(self, entries: list[outbox.OutboxEntry]) -> None:
+        self.batches += 1
+        self.relayed += len(entries)
+        now_ms = time.time() * 1000
+        for entry in entries:
+            metrics.OUTBOX_RELAYED.labels(entry.topic).inc()
+            metrics.RELAY_LAG.observe(max(0.0, now_ms - entry_ms(entry)) / 1000)
+
+    def _produce(self, entries: list[outbox.OutboxEntry]) -> None:
+        """Send a batch and wait for every acknowledgement (runs on the Kafka thread)."""
+        if self._producer is None:
+            # Created afresh after every failure: a broker that came back empty does not know
+            # the old idempotent producer id, and a new one starts clean.
+            ensure_topics(self.common, dict.fromkeys(messages.PRODUCED_TOPICS, TOPIC_PARTITIONS))
+            self._producer = kafka_producer(self.common, self.tuning, client_id=self.client_id)
+        now_ms = int(time.time() * 1000)
+        header = messages.MESSAGE_ID_HEADER
+        futures = []
+        for entry in entries:
+            message = outbox.to_message(entry, self.secret, now_ms)
+            futures.append(
+                self._producer.send(
+                    message.topic,
+                    key=message.key,
+                    value=message.value,
+                    headers=[(header, message.message_id.encode("utf-8"))],
+                )
+            )
+        timeout = self.tuning.request_timeout_ms / 1000
+        self._producer.flush(timeout=timeout)
+        for future in futures:
+            future.get(timeout=timeout)
+
+    async def _discard_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await self._thread.call(lambda: producer.close(timeout=0))
+            except Exception as exc:  # closing a broken producer may fail; it is dropped anyway
+                log.debug("closing the Kafka producer failed: %s", exc)
+
+    async def close(self) -> None:
+        """Close the producer (sending what it holds, briefly) and end the Kafka thread."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                await asyncio.wait_for(self._thread.call(lambda: producer.close(timeout=1)), 2)
+            except Exception as exc:
+                log.debug("closing the Kafka producer failed: %s", exc)
+        self._thread.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"Relay(relayed={self.relayed}, batches={self.batches}, failures={self.failures}, "
+            f"pending={len(self._dirty)}, {self.kafka_outage!r})"
+        )

@@ -1,0 +1,348 @@
+"""The admitter process: owns events through locks and runs admission and relay for them.
+
+Tasks: the sweep (heartbeat, take and hand over event locks, per-event upkeep), lock renewal,
+the wake-up listener, the outbox relay, and one admission loop per owned event. Every Redis or
+Kafka failure is retried with backoff inside its loop; nothing but a signal ends the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+from dataclasses import dataclass
+
+from shared import keys, metrics
+from shared.backoff import Outage
+from shared.connections import redis_client
+from shared.errors import WaitroomError
+from shared.events import EventStore
+from shared.scripts import Scripts
+from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
+from waitroom_admitter import heartbeat, schedule
+from waitroom_admitter.admission import EventWorker
+from waitroom_admitter.common import REDIS_ERRORS, RedisClock, pause
+from waitroom_admitter.locks import Lock, Locks
+from waitroom_admitter.relay import Relay
+from waitroom_admitter.wakeups import Wakeups
+
+log = logging.getLogger(__name__)
+
+#: Most finished sessions one purge call forgets; the next sweep continues.
+PURGE_LIMIT = 1000
+
+_EVENT_GAUGES = (
+    metrics.QUEUE_LENGTH,
+    metrics.CHECKOUT_USERS,
+    metrics.CHECKOUT_CAPACITY,
+    metrics.OUTBOX_BACKLOG,
+)
+
+
+@dataclass
+class Owned:
+    """An event this replica holds the lock of, and the loop admitting for it."""
+
+    lock: Lock
+    worker: EventWorker
+    task: asyncio.Task[None]
+
+
+class Admitter:
+    """One admitter replica. ``run()`` returns once stopped and drained."""
+
+    def __init__(
+        self,
+        common: CommonSettings,
+        tuning: KafkaClientSettings,
+        settings: AdmitterSettings,
+        *,
+        replica_id: str = "",
+    ) -> None:
+        self.common = common
+        self.tuning = tuning
+        self.settings = settings
+        self.replica_id = replica_id or heartbeat.default_replica_id()
+        self.redis = redis_client(common)
+        self.scripts = Scripts(self.redis)
+        self.store = EventStore(self.redis, self.scripts)
+        self.locks = Locks(self.scripts, settings.lock_ttl_ms, self.replica_id)
+        self.clock = RedisClock()
+        self.redis_outage = Outage("redis", log)
+        self.relay: Relay | None = None
+        if common.kafka_enabled:
+            self.relay = Relay(
+                self.redis,
+                common,
+                tuning,
+                batch=settings.outbox_batch,
+                client_id=f"waitroom-admitter-{self.replica_id}",
+                owned=lambda: self.owned.keys(),
+                redis_outage=self.redis_outage,
+            )
+        self.wakeups = Wakeups(
+            self.redis,
+            on_event=self._on_notify,
+            on_resubscribe=self._on_resubscribe,
+            outage=self.redis_outage,
+        )
+        self.owned: dict[str, Owned] = {}
+        self.stopping = asyncio.Event()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._past_admitted = 0
+        self.sweeps = 0
+        self.purged = 0
+
+    @property
+    def admitted(self) -> int:
+        return self._past_admitted + sum(o.worker.admitted for o in self.owned.values())
+
+    def stop(self) -> None:
+        """Stop taking new work; ``run()`` then drains and returns."""
+        if not self.stopping.is_set():
+            log.info("admitter %s stopping", self.replica_id)
+            self.stopping.set()
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stopping.is_set():
+            log.warning("second %s: exiting at once", signal.Signals(signum).name)
+            os._exit(128 + signum)
+        self.stop()
+
+    async def run(self, *, handle_signals: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+        log.info(
+            "admitter %s starting (kafka %s)",
+            self.replica_id,
+            "on" if self.relay else "off: outbox only",
+        )
+        sweep = asyncio.create_task(self._sweep_loop(), name="sweep")
+        renew = asyncio.create_task(self._renew_loop(), name="renew")
+        listen = asyncio.create_task(self.wakeups.run(self.stopping), name="wakeups")
+        relay = None
+        if self.relay is not None:
+            relay = asyncio.create_task(self.relay.run(self.stopping), name="relay")
+        try:
+            await self.stopping.wait()
+        finally:
+            await self._shutdown(sweep, renew, listen, relay)
+            if handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+
+    async def _shutdown(
+        self,
+        sweep: asyncio.Task[None],
+        renew: asyncio.Task[None],
+        listen: asyncio.Task[None],
+        relay: asyncio.Task[None] | None,
+    ) -> None:
+        """Finish the script calls and relay batch in hand, release the locks, and close,
+        all within the grace period (a second reserved for releasing)."""
+        loop = asyncio.get_running_loop()
+        grace = self.settings.grace_seconds
+        release_at = loop.time() + max(0.0, grace - min(1.0, grace / 4))
+        # The sweep first, so no lock is taken after the workers were told to stop.
+        await _wait_until([sweep, listen], release_at)
+        for owned in self.owned.values():
+            owned.worker.stop()
+        busy = [o.task for o in self.owned.values()] + list(self._retiring)
+        await _wait_until(busy + ([relay] if relay else []), release_at)
+        if self.relay is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, release_at - loop.time())):
+                    await self.relay.flush(list(self.owned))
+        renew.cancel()
+        await asyncio.gather(renew, return_exceptions=True)
+        try:
+            async with asyncio.timeout(max(0.1, loop.time() + grace - release_at)):
+                for event_id in list(self.owned):
+                    owned = self.owned.pop(event_id)
+                    await self.locks.release(owned.lock)
+                    self._forget(event_id, owned)
+                await heartbeat.remove(self.redis, self.replica_id)
+        except REDIS_ERRORS as exc:  # TimeoutError, from the grace running out, is an OSError
+            log.warning("could not release every lock; they run out by themselves: %r", exc)
+        if self.relay is not None:
+            await self.relay.close()
+        with contextlib.suppress(*REDIS_ERRORS):
+            await self.redis.aclose()
+        log.info("admitter stopped: %r", self)
+
+    # --- the sweep ----------------------------------------------------------------------------
+
+    async def _sweep_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                await self._sweep()
+                self.redis_outage.recovered()
+            except REDIS_ERRORS as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                await pause(self.stopping, self.redis_outage.failed(exc))
+                continue
+            await pause(self.stopping, self.settings.sweep_seconds)
+
+    async def _sweep(self) -> None:
+        await self.clock.sync(self.redis)
+        now_ms = heartbeat.wall_ms()
+        beat = heartbeat.Heartbeat(
+            self.replica_id,
+            now_ms,
+            len(self.owned),
+            self.admitted,
+            self.settings.sweep_seconds,
+            os.getpid(),
+        )
+        await heartbeat.write(self.redis, beat)
+        beats = await heartbeat.read_all(self.redis)
+        await heartbeat.prune(self.redis, beats, now_ms)
+        live = sum(
+            1 for b in beats if b.age_seconds(now_ms) <= schedule.heartbeat_max_age(b.interval)
+        )
+        event_ids = await self.store.list_ids()
+        await self._rebalance(event_ids, live)
+        for event_id in list(self.owned):
+            await self._upkeep(event_id)
+        self.sweeps += 1
+
+    async def _rebalance(self, event_ids: list[str], live_replicas: int) -> None:
+        """Let go of deleted events and of more than a fair share; take free events up to it."""
+        listed = set(event_ids)
+        for event_id in [e for e in self.owned if e not in listed]:
+            await self._give_up(event_id)
+        share = schedule.fair_share(len(event_ids), live_replicas)
+        if len(self.owned) > share:
+            # One per sweep, so the replicas settle without handing events back and forth.
+            await self._give_up(next(reversed(self.owned)))
+            return
+        free = [e for e in event_ids if e not in self.owned]
+        random.shuffle(free)  # replicas sweeping at once try different events first
+        for event_id in free:
+            if len(self.owned) >= share or self.stopping.is_set():
+                return
+            lock = await self.locks.acquire(event_id)
+            if lock is not None:
+                self._start(event_id, lock)
+
+    async def _upkeep(self, event_id: str) -> None:
+        owned = self.owned.get(event_id)
+        if owned is None:
+            return
+        if owned.task.done():
+            if not owned.task.cancelled() and owned.task.exception() is not None:
+                log.error("admission of %s failed", event_id, exc_info=owned.task.exception())
+            await self._give_up(event_id)
+            return
+        with contextlib.suppress(WaitroomError):  # deleted meanwhile: its worker notices
+            config = await self.store.get(event_id)
+            metrics.CHECKOUT_CAPACITY.labels(event_id).set(config.max_concurrent)
+        self.purged += await self.scripts.purge(
+            event_id, self.settings.retention_seconds * 1000, PURGE_LIMIT
+        )
+        metrics.OUTBOX_BACKLOG.labels(event_id).set(await self.redis.xlen(keys.outbox(event_id)))
+        if self.relay is not None:
+            self.relay.kick(event_id)  # catches records no wake-up announced
+
+    # --- owning events ------------------------------------------------------------------------
+
+    def _start(self, event_id: str, lock: Lock) -> None:
+        worker = EventWorker(
+            event_id,
+            self.scripts,
+            batch_size=self.settings.batch_size,
+            sweep_seconds=self.settings.sweep_seconds,
+            clock=self.clock,
+            redis_outage=self.redis_outage,
+            on_change=self._on_change,
+        )
+        task = asyncio.create_task(worker.run(), name=f"admit:{event_id}")
+        self.owned[event_id] = Owned(lock, worker, task)
+        metrics.LOCK_OWNED.labels(event_id).set(1)
+        log.info("took event %s", event_id)
+        self._on_change(event_id)  # relay whatever the previous owner left
+
+    async def _give_up(self, event_id: str) -> None:
+        """Stop admitting for the event, then release its lock for another replica."""
+        owned = self.owned.pop(event_id, None)
+        if owned is None:
+            return
+        owned.worker.stop()
+        await _wait_until([owned.task], asyncio.get_running_loop().time() + 5)
+        self._forget(event_id, owned)
+        if owned.task.done():
+            # Released only once our loop has stopped, so the next owner never overlaps it.
+            await self.locks.release(owned.lock)
+            log.info("released event %s", event_id)
+
+    def _drop(self, event_id: str) -> None:
+        """The lock is no longer ours: stop admitting for the event at once."""
+        owned = self.owned.pop(event_id, None)
+        if owned is None:
+            return
+        owned.worker.stop()
+        self._retiring.add(owned.task)
+        owned.task.add_done_callback(self._retiring.discard)
+        self._forget(event_id, owned)
+        log.warning("lost the lock of event %s", event_id)
+
+    def _forget(self, event_id: str, owned: Owned) -> None:
+        self._past_admitted += owned.worker.admitted
+        metrics.LOCK_OWNED.labels(event_id).set(0)
+        for gauge in _EVENT_GAUGES:
+            # Another replica reports the event now; a stale value here would add up wrong.
+            with contextlib.suppress(KeyError):
+                gauge.remove(event_id)
+
+    async def _renew_loop(self) -> None:
+        interval = schedule.renew_interval(self.settings.lock_ttl_ms)
+        while True:
+            await asyncio.sleep(interval)
+            for event_id, owned in list(self.owned.items()):
+                try:
+                    renewed = await self.locks.renew(owned.lock)
+                except REDIS_ERRORS as exc:
+                    metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                    self.redis_outage.failed(exc)
+                    renewed = not owned.lock.expired()
+                if not renewed and self.owned.get(event_id) is owned:
+                    self._drop(event_id)
+
+    # --- wake-ups -----------------------------------------------------------------------------
+
+    def _on_notify(self, event_id: str) -> None:
+        owned = self.owned.get(event_id)
+        if owned is not None:
+            owned.worker.notify()
+            self._on_change(event_id)
+
+    def _on_resubscribe(self) -> None:
+        for event_id in list(self.owned):
+            self._on_notify(event_id)
+
+    def _on_change(self, event_id: str) -> None:
+        if self.relay is not None:
+            self.relay.kick(event_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"Admitter(replica={self.replica_id!r}, events={len(self.owned)}, "
+            f"admitted={self.admitted}, sweeps={self.sweeps}, purged={self.purged}, "
+            f"{self.locks!r}, {self.relay!r}, {self.wakeups!r})"
+        )
+
+
+async def _wait_until(tasks: list[asyncio.Task[None]], deadline: float) -> None:
+    """Wait for the tasks until ``deadline`` (loop time); cancel those still running then."""
+    if not tasks:
+        return
+    timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
