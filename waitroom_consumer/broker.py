@@ -1,0 +1,262 @@
+"""The Kafka side of the consumer: one kafka-python consumer and one producer (dead letters).
+
+kafka-python is blocking and its consumer is not thread-safe, so every call on either client
+goes through one dedicated thread; the asyncio loop awaits it. The consumer's rebalance
+listener runs inside ``poll()`` (on the client's own IO thread while our thread waits for
+``poll`` to return), so it only ever sees the handled-offsets map between two batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from shared.connections import ensure_topics, kafka_consumer, kafka_producer
+from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
+
+T = TypeVar("T")
+log = logging.getLogger("waitroom.consumer")
+
+PARTITIONS = 4  # for the topics this process creates when they do not exist yet
+PROBE_SECONDS = 2.0
+
+
+class BrokerUnreachable(ConnectionError):
+    """No bootstrap server accepted a TCP connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed record, copied out of kafka-python's untyped record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def servers(settings: CommonSettings) -> list[str]:
+    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+def probe(addresses: Iterable[str], timeout: float = PROBE_SECONDS) -> None:
+    """Raise BrokerUnreachable unless some bootstrap server accepts a connection.
+
+    kafka-python spends 30 s trying to bootstrap from a dead broker (and leaves a thread
+    behind each time), so a cheap TCP probe first keeps retries fast and clean.
+    """
+    errors = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    raise BrokerUnreachable("; ".join(errors) or "no bootstrap servers configured")
+
+
+class Broker:
+    """The consumer's Kafka clients, used only from one thread, with its handled offsets.
+
+    ``pending`` maps (topic, partition) to the next offset to commit: everything below it has
+    been handled (its Redis change or dead letter is done) but not yet committed.
+    """
+
+    def __init__(
+        self, common: CommonSettings, tuning: KafkaClientSettings, settings: ConsumerSettings
+    ) -> None:
+        self.common = common
+        self.tuning = tuning
+        self.settings = settings
+        self.topics = [settings.topic_completed, settings.topic_failed, settings.topic_expired]
+        self.pending: dict[tuple[str, int], int] = {}
+        self._lock = threading.Lock()
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._consumer: Any = None
+        self._producer: Any = None
+        self.commits = 0
+        self.revoked = 0
+        self.lost = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Broker(group={self.settings.group!r}, connected={self.connected}, "
+            f"pending={len(self.pending)}, commits={self.commits}, revoked={self.revoked}, "
+            f"lost={self.lost})"
+        )
+
+    @property
+    def connected(self) -> bool:
+        return self._consumer is not None
+
+    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, functools.partial(func, *args, **kwargs))
+
+    # --- connecting ---------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Create the topics if needed, join the group and open the dead-letter producer."""
+        await self._call(self._connect)
+
+    def _connect(self) -> None:
+        probe(servers(self.common))
+        wanted = dict.fromkeys([*self.topics, self.settings.dlq_topic], PARTITIONS)
+        try:
+            created = ensure_topics(self.common, wanted)
+            if created:
+                log.info("created topics %s", ", ".join(created))
+        except Exception as exc:  # a broker may forbid topic creation; consuming still works
+            log.warning("could not create topics (%s); they must exist already", exc)
+        consumer = kafka_consumer(self.common, self.tuning, self.settings)
+        try:
+            producer = kafka_producer(
+                self.common, self.tuning, client_id=f"{self.settings.group}-dead-letters"
+            )
+        except Exception:
+            consumer.close(autocommit=False, timeout_ms=1000)
+            raise
+        consumer.subscribe(self.topics, listener=_make_listener(self, consumer))
+        self._consumer, self._producer = consumer, producer
+        log.info("subscribed to %s in group %s", ", ".join(self.topics), self.settings.group)
+
+    # --- consuming ----------------------------------------------------------------------------
+
+    async def poll(self, timeout_ms: int) -> list[Message]:
+        """The next records, in partition order (all of one partition, then the next)."""
+        return await self._call(self._poll, timeout_ms)
+
+    def _poll(self, timeout_ms: int) -> list[Message]:
+        batches = self._consumer.poll(timeout_ms=timeout_ms)
+        return [
+            Message(r.topic, r.partition, r.offset, r.key, r.value)
+            for records in batches.values()
+            for r in records
+        ]
+
+    def handled(self, messages: Iterable[Message]) -> None:
+        """Mark messages whose effect is done, so the next commit covers them."""
+        with self._lock:
+            for m in messages:
+                self.pending[(m.topic, m.partition)] = m.offset + 1
+
+    async def commit(self) -> int:
+        """Commit every handled offset; returns how many partitions were committed."""
+        return await self._call(self._commit)
+
+    def _commit(self) -> int:
+        with self._lock:
+            offsets = dict(self.pending)
+        if not offsets or self._consumer is None:
+            return 0
+        self._consumer.commit(_kafka_offsets(offsets), timeout_ms=self.tuning.request_timeout_ms)
+        with self._lock:
+            for tp, offset in offsets.items():
+                if self.pending.get(tp) == offset:
+                    del self.pending[tp]
+        self.commits += 1
+        return len(offsets)
+
+    def take(self, partitions: Iterable[Any]) -> dict[tuple[str, int], int]:
+        """Remove and return the pending offsets of ``partitions`` (TopicPartition objects)."""
+        taken = {}
+        with self._lock:
+            for tp in partitions:
+                offset = self.pending.pop((tp.topic, tp.partition), None)
+                if offset is not None:
+                    taken[(tp.topic, tp.partition)] = offset
+        return taken
+
+    # --- producing ----------------------------------------------------------------------------
+
+    async def produce(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
+        """Produce ``(topic, key, value)`` records and wait until Kafka acknowledged them all."""
+        await self._call(self._produce, records)
+
+    def _produce(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
+        timeout = self.tuning.request_timeout_ms / 1000
+        futures = [self._producer.send(t, key=k, value=v) for t, k, v in records]
+        self._producer.flush(timeout=timeout)
+        for future in futures:
+            future.get(timeout=timeout)  # raises what went wrong with that record
+
+    # --- closing ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Commit what was handled, leave the group and close both clients."""
+        try:
+            await self._call(self._close)
+        finally:
+            self._thread.shutdown(wait=False, cancel_futures=True)
+
+    async def reset(self) -> None:
+        """Drop both clients after repeated failures; ``connect`` builds new ones.
+
+        Offsets still pending are dropped too: the next owner replays those messages.
+        """
+        try:
+            await self._call(self._close)
+        except Exception as exc:
+            log.warning("closing the broken Kafka clients failed: %s", exc)
+        with self._lock:
+            self.pending.clear()
+
+    def _close(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        timeout_ms = self.tuning.request_timeout_ms
+        if consumer is not None:
+            # close() revokes our partitions first, so the listener commits what is pending.
+            consumer.close(autocommit=False, timeout_ms=timeout_ms)
+        if producer is not None:
+            producer.close(timeout=timeout_ms / 1000)
+
+
+def _kafka_offsets(offsets: dict[tuple[str, int], int]) -> dict[Any, Any]:
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    return {TopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+
+
+def _make_listener(broker: Broker, consumer: Any) -> Any:
+    """A rebalance listener that commits handled offsets before partitions move away.
+
+    It is async because it runs on kafka-python's IO thread, where a blocking ``commit()``
+    is refused; awaiting the commit future there keeps heartbeats flowing.
+    """
+    from kafka import AsyncConsumerRebalanceListener
+
+    class Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
+        async def on_partitions_revoked(self, revoked: Any) -> None:
+            broker.revoked += 1
+            offsets = broker.take(revoked)
+            if not offsets:
+                return
+            try:
+                await consumer.commit_async(_kafka_offsets(offsets))
+                broker.commits += 1
+                log.info("committed %d partitions before giving them up", len(offsets))
+            except Exception as exc:  # the new owner replays them; handling is idempotent
+                log.warning("commit before rebalance failed (%s); messages will be replayed", exc)
+
+        async def on_partitions_assigned(self, assigned: Any) -> None:
+            log.info("assigned %s", sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned))
+
+        async def on_partitions_lost(self, lost: Any) -> None:
+            # We were dropped from the group (no commit possible): the new owner replays.
+            broker.lost += 1
+            dropped = broker.take(lost)
+            log.warning(
+                "lost %d partitions; %d uncommitted will be replayed", len(lost), len(dropped)
+            )
+
+    return Listener()

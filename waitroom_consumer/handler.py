@@ -1,0 +1,176 @@
+"""Handling a batch of checkout outcomes: decode, finish the sessions, dead-letter the rest.
+
+A batch is what one poll returned, in partition order. All its ``finish`` scripts go to Redis in
+one pipeline, in that order, so per-partition order holds and one round trip serves hundreds of
+messages. Each step is retried on its own until it succeeds (or shutdown abandons the batch,
+uncommitted, for the next owner to replay), so the batch is only marked handled when every
+Redis change and every dead letter is done.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+
+from redis.exceptions import ResponseError
+
+from shared import metrics
+from shared.errors import WaitroomError
+from shared.ids import event_of_session
+from shared.messages import BadMessage, decode_checkout
+from shared.scripts import Scripts
+from shared.sessions import Status
+from shared.settings import ConsumerSettings
+from shared.timefmt import now_ms
+from waitroom_consumer import deadletter
+from waitroom_consumer.broker import Broker, Message
+from waitroom_consumer.deadletter import DeadLetter
+from waitroom_consumer.retry import Retrier, passing, redis_down
+
+log = logging.getLogger("waitroom.consumer")
+
+# What the finish script answered, as the metric's result label.
+_RESULTS = {"DONE": "done", "ALREADY": "already", "NOT_ADMITTED": "not_admitted"}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a topic means: the session's final status and the word recorded as its reason."""
+
+    status: Status
+    word: str
+
+
+def outcomes(settings: ConsumerSettings) -> dict[str, Outcome]:
+    """Topic name -> outcome, from the (configurable) topic names."""
+    return {
+        settings.topic_completed: Outcome(Status.COMPLETED, "completed"),
+        settings.topic_failed: Outcome(Status.FAILED, "failed"),
+        settings.topic_expired: Outcome(Status.EXPIRED, "expired"),
+    }
+
+
+@dataclass(frozen=True)
+class Finish:
+    message: Message
+    outcome: Outcome
+    event_id: str
+    session_id: str
+
+
+@dataclass
+class Plan:
+    """A batch sorted by what to do with each message."""
+
+    finishes: list[Finish] = field(default_factory=list)
+    unknown: list[Outcome] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
+def plan_batch(batch: list[Message], topics: dict[str, Outcome], max_bytes: int) -> Plan:
+    """Sort a batch, keeping its order within each list: finish, skip, or dead-letter."""
+    plan = Plan()
+    for message in batch:
+        outcome = topics.get(message.topic)
+        if outcome is None:
+            plan.dead.append(DeadLetter(message, f"not a checkout topic: {message.topic}"))
+            continue
+        try:
+            decoded = decode_checkout(message.topic, message.value, max_bytes)
+        except BadMessage as exc:
+            plan.dead.append(DeadLetter(message, str(exc)))
+            continue
+        try:
+            event_id = event_of_session(decoded.session_id)
+        except WaitroomError:
+            plan.unknown.append(outcome)  # not a session id of ours: counted, not an error
+            continue
+        plan.finishes.append(Finish(message, outcome, event_id, decoded.session_id))
+    return plan
+
+
+class Handler:
+    """Applies batches of checkout outcomes to Redis; counts what happened."""
+
+    def __init__(
+        self, scripts: Scripts, broker: Broker, settings: ConsumerSettings, retrier: Retrier
+    ) -> None:
+        self.scripts = scripts
+        self.broker = broker
+        self.settings = settings
+        self.retrier = retrier
+        self.outcomes = outcomes(settings)
+        self.counts: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"Handler({dict(self.counts)})"
+
+    async def handle(self, batch: list[Message]) -> None:
+        """Apply a batch; returns when every message's effect is done. May raise Stopped."""
+        plan = plan_batch(batch, self.outcomes, self.settings.max_message_bytes)
+        results: Counter[tuple[str, str]] = Counter((o.word, "unknown") for o in plan.unknown)
+        refused = await self._finish(plan.finishes, results)
+        await self._dead_letter(plan.dead + refused)
+        for (word, result), n in results.items():
+            metrics.CHECKOUT_MESSAGES.labels(word, result).inc(n)
+            self.counts[result] += n
+
+    async def _finish(
+        self, finishes: list[Finish], results: Counter[tuple[str, str]]
+    ) -> list[DeadLetter]:
+        """Run the finish scripts until each has an answer; returns those Redis refused."""
+        refused: list[DeadLetter] = []
+        todo = finishes
+        while todo:
+            args = [(f.event_id, f.session_id, int(f.outcome.status), f.outcome.word) for f in todo]
+            try:
+                replies = await self.scripts.finish_many(args)
+            except Exception as exc:
+                if not redis_down(exc):
+                    raise
+                await self.retrier.wait(self.retrier.redis, exc)
+                continue
+            self.retrier.redis.recovered()
+            again, error = [], None
+            for item, reply in zip(todo, replies, strict=True):
+                if isinstance(reply, ResponseError):
+                    if passing(reply):
+                        again.append(item)
+                        error = reply
+                    else:  # the script itself failed on this session: never loop on it
+                        log.error("finish failed for %s: %s", item.session_id, reply)
+                        refused.append(DeadLetter(item.message, f"redis refused it: {reply}"))
+                else:
+                    results[(item.outcome.word, _RESULTS.get(reply, "unknown"))] += 1
+            if error is not None:
+                await self.retrier.wait(self.retrier.redis, error)
+            todo = again
+        return refused
+
+    async def _dead_letter(self, letters: list[DeadLetter]) -> None:
+        """Produce the dead letters and wait for Kafka's acknowledgement, retrying."""
+        if not letters:
+            return
+        group, now = self.settings.group, now_ms()
+        records = [
+            (self.settings.dlq_topic, d.message.key, deadletter.encode(d, group, now))
+            for d in letters
+        ]
+        while True:
+            try:
+                await self.broker.produce(records)
+                break
+            except Exception as exc:
+                await self.retrier.wait(self.retrier.kafka, exc)
+        self.retrier.kafka.recovered()
+        for d in letters:
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s",
+                d.message.topic,
+                d.message.partition,
+                d.message.offset,
+                d.reason,
+            )
+            metrics.DEAD_LETTERS.labels(d.message.topic).inc()
+        self.counts["dead_lettered"] += len(letters)

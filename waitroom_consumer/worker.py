@@ -1,0 +1,190 @@
+"""The consumer process: poll a batch, apply it to Redis, then commit; forever, in order.
+
+At least once: offsets are committed only after a batch's Redis changes and dead letters are
+done, so a crash replays at most the batch in hand, which is harmless because ``finish`` is
+idempotent. Outages pause the loop on the batch in hand (no commit, no skip) until the
+dependency is back. SIGTERM lets the batch in hand finish, commits, leaves the group and exits 0;
+a second signal, or a shutdown that overruns the grace period, exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+from redis.asyncio import Redis
+
+from shared.connections import redis_client
+from shared.scripts import Scripts
+from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
+from waitroom_consumer import heartbeat
+from waitroom_consumer.broker import Broker
+from waitroom_consumer.handler import Handler
+from waitroom_consumer.retry import Retrier, Stopped
+
+log = logging.getLogger("waitroom.consumer")
+
+POLL_MS = 500  # how long one poll waits for records; also how soon a stop is noticed
+REBUILD_AFTER = 5  # consecutive failed polls before the Kafka clients are built afresh
+EXIT_FORCED = 1
+
+
+class Consumer:
+    """One replica of the checkout-outcome consumer."""
+
+    def __init__(
+        self, common: CommonSettings, tuning: KafkaClientSettings, settings: ConsumerSettings
+    ) -> None:
+        self.common = common
+        self.settings = settings
+        self.replica = settings.replica_id or heartbeat.default_replica_id()
+        self.stopping = asyncio.Event()
+        self.retrier = Retrier(self.stopping)
+        self.broker = Broker(common, tuning, settings)
+        self.redis: Redis | None = None
+        self.handler: Handler | None = None
+        self.batches = 0
+        self.messages = 0
+        self.started = time.time()
+
+    def __repr__(self) -> str:
+        counts = dict(self.handler.counts) if self.handler else {}
+        return (
+            f"Consumer(replica={self.replica!r}, group={self.settings.group!r}, "
+            f"messages={self.messages}, batches={self.batches}, results={counts}, "
+            f"{self.broker!r}, {self.retrier!r})"
+        )
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit and leave (what SIGTERM does)."""
+        self.stopping.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the heartbeat reports."""
+        return {
+            "group": self.settings.group,
+            "pid": os.getpid(),
+            "started": int(self.started * 1000),
+            "messages": self.messages,
+            "handled": dict(self.handler.counts) if self.handler else {},
+            "kafka_connected": self.broker.connected,
+            "kafka_down": self.retrier.kafka.down,
+            "redis_down": self.retrier.redis.down,
+        }
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Consume until stopped; returns the exit code."""
+        if handle_signals:
+            self._install_signals()
+        self.redis = redis_client(self.common)
+        self.handler = Handler(Scripts(self.redis), self.broker, self.settings, self.retrier)
+        beats = asyncio.create_task(self._beat(), name="heartbeat")
+        log.info("consumer %s starting in group %s", self.replica, self.settings.group)
+        try:
+            await self._consume()
+        except Stopped:
+            log.info("stopping during an outage; the batch in hand will be replayed")
+        finally:
+            await self._shutdown(beats)
+        log.info("consumer stopped: %r", self)
+        return 0
+
+    # --- the loop -----------------------------------------------------------------------------
+
+    async def _consume(self) -> None:
+        assert self.handler is not None
+        failed_polls = 0
+        while not self.stopping.is_set():
+            if not self.broker.connected:
+                await self._connect()
+                continue
+            try:
+                batch = await self.broker.poll(POLL_MS)
+                failed_polls = 0
+            except Exception as exc:
+                failed_polls += 1
+                if failed_polls >= REBUILD_AFTER:
+                    log.warning("Kafka consumer keeps failing (%s); building it afresh", exc)
+                    await self.broker.reset()
+                    failed_polls = 0
+                await self.retrier.wait(self.retrier.kafka, exc)
+                continue
+            if self.stopping.is_set():
+                break  # fetched but not started: uncommitted, so the next owner gets them
+            if batch:
+                await self.handler.handle(batch)
+                self.broker.handled(batch)
+                self.messages += len(batch)
+                self.batches += 1
+            await self._commit()
+
+    async def _connect(self) -> None:
+        try:
+            await self.broker.connect()
+        except Exception as exc:
+            await self.retrier.wait(self.retrier.kafka, exc)
+            return
+        self.retrier.kafka.recovered()
+
+    async def _commit(self) -> None:
+        """Commit handled offsets; on failure they stay pending for the next try."""
+        try:
+            committed = await self.broker.commit()
+        except Exception as exc:
+            await self.retrier.wait(self.retrier.kafka, exc)
+            return
+        if committed:
+            self.retrier.kafka.recovered()
+
+    async def _beat(self) -> None:
+        assert self.redis is not None
+        while True:
+            try:
+                await heartbeat.write(self.redis, self.replica, self.snapshot())
+            except Exception as exc:  # Redis is down; the loop reports that itself
+                log.debug("heartbeat not written: %s", exc)
+            await asyncio.sleep(heartbeat.INTERVAL_SECONDS)
+
+    async def _shutdown(self, beats: asyncio.Task[None]) -> None:
+        beats.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beats
+        if self.broker.connected:
+            try:
+                await self.broker.commit()
+            except Exception as exc:
+                log.warning("final commit failed (%s); the last batch will be replayed", exc)
+        try:
+            await self.broker.close()
+        except Exception as exc:
+            log.warning("closing the Kafka clients failed: %s", exc)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await heartbeat.remove(self.redis, self.replica)
+            await self.redis.aclose()
+
+    # --- signals ------------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stopping.is_set():
+            log.warning("%s again: exiting at once", name)
+            os._exit(EXIT_FORCED)
+        grace = self.settings.grace_seconds
+        log.info("%s: finishing the batch in hand, then committing (grace %gs)", name, grace)
+        self.stop()
+        asyncio.get_running_loop().call_later(grace, self._overdue, grace)
+
+    def _overdue(self, grace: float) -> None:
+        log.error("shutdown took longer than %gs; exiting without finishing it", grace)
+        os._exit(EXIT_FORCED)
