@@ -19,6 +19,7 @@ from shared import metrics
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BASE = DEPLOY / "kubernetes" / "base"
+OVERLAYS = sorted(path for path in (DEPLOY / "kubernetes" / "overlays").iterdir() if path.is_dir())
 
 # --- the metric catalogue -------------------------------------------------------------------
 
@@ -262,8 +263,9 @@ def _generated(kind: str, spec: dict[str, Any], directory: Path) -> dict[str, An
 
 
 def referenced_files(kustomization: dict[str, Any]) -> list[str]:
-    """Every local file a kustomization names: resources and generator sources."""
+    """Every local path a kustomization names: resources, patches and generator sources."""
     files = list(kustomization.get("resources", []))
+    files += [patch["path"] for patch in kustomization.get("patches", []) if "path" in patch]
     for key in ("configMapGenerator", "secretGenerator"):
         for spec in kustomization.get(key, []):
             files += spec.get("envs", [])
@@ -271,21 +273,55 @@ def referenced_files(kustomization: dict[str, Any]) -> list[str]:
     return files
 
 
-def render(directory: Path = BASE) -> list[dict[str, Any]]:
-    """The objects a kustomization directory holds: its resources, then its generated objects.
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A strategic-merge patch as far as the overlays use it: maps merge, the rest replaces."""
+    merged = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
-    Only what the base uses: local resource files and generators. Name hashes, image and
-    label transformers are kustomize's business and change nothing these tests check.
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    return obj["kind"], obj["metadata"]["name"]
+
+
+def render(directory: Path = BASE) -> list[dict[str, Any]]:
+    """The objects a kustomization directory produces, as far as the waitroom's use it.
+
+    Resources (files, and directories holding a kustomization), ConfigMap and Secret
+    generators (with behavior create, merge or replace), patches by file, and the namespace.
+    Name hashes and the image transformer are kustomize's business and change nothing the
+    tests check; an unsupported field fails here rather than being ignored.
     """
     kustomization = load_documents(directory / "kustomization.yaml")[0]
-    objects: list[dict[str, Any]] = []
+    supported = {"apiVersion", "kind", "namespace", "resources", "images", "patches"}
+    unsupported = set(kustomization) - supported - {"configMapGenerator", "secretGenerator"}
+    assert not unsupported, f"{directory}: the test reader cannot apply {unsupported}"
+    objects: dict[tuple[str, str], dict[str, Any]] = {}
     for resource in kustomization.get("resources", []):
-        objects += load_documents(directory / resource)
-    for spec in kustomization.get("configMapGenerator", []):
-        objects.append(_generated("ConfigMap", spec, directory))
-    for spec in kustomization.get("secretGenerator", []):
-        objects.append(_generated("Secret", spec, directory))
-    return objects
+        path = directory / resource
+        documents = render(path) if path.is_dir() else load_documents(path)
+        objects.update((_key(doc), doc) for doc in documents)
+    for key, kind in (("configMapGenerator", "ConfigMap"), ("secretGenerator", "Secret")):
+        for spec in kustomization.get(key, []):
+            generated = _generated(kind, spec, directory)
+            behavior = spec.get("behavior", "create")
+            existing = objects.get(_key(generated))
+            assert (existing is None) == (behavior == "create"), f"{behavior} {spec['name']}"
+            if behavior == "merge" and existing is not None:
+                generated["data"] = {**existing["data"], **generated["data"]}
+            objects[_key(generated)] = generated
+    for patch in kustomization.get("patches", []):
+        (document,) = load_documents(directory / patch["path"])
+        objects[_key(document)] = _merge(objects[_key(document)], document)
+    result = list(objects.values())
+    if "namespace" in kustomization:
+        for obj in result:
+            obj["metadata"] = {**obj["metadata"], "namespace": kustomization["namespace"]}
+    return result
 
 
 def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +18,15 @@ import kubernetes_validate
 import pytest
 import yaml
 from click.testing import CliRunner
-from deploy_support import BASE, DEPLOY, by_kind, load_documents, referenced_files, render
+from deploy_support import (
+    BASE,
+    DEPLOY,
+    OVERLAYS,
+    by_kind,
+    load_documents,
+    referenced_files,
+    render,
+)
 
 from shared import settings as settings_mod
 from waitroom_cli.main import cli
@@ -133,9 +142,15 @@ PROMETHEUS_RULE_SCHEMA = {
 CRD_SCHEMAS = {"ServiceMonitor": SERVICE_MONITOR_SCHEMA, "PrometheusRule": PROMETHEUS_RULE_SCHEMA}
 
 
-@pytest.fixture(scope="module")
-def objects() -> list[dict[str, Any]]:
-    return render(BASE)
+KUSTOMIZATIONS = [BASE, *OVERLAYS]
+NAMES = [str(path.relative_to(DEPLOY / "kubernetes")) for path in KUSTOMIZATIONS]
+
+
+@pytest.fixture(scope="module", params=KUSTOMIZATIONS, ids=NAMES)
+def objects(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
+    """What the base, and each overlay, produce: every check below holds for all of them."""
+    directory: Path = request.param
+    return render(directory)
 
 
 def _pod_specs(objects: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -156,14 +171,23 @@ def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {item["name"]: item for item in container.get("env", [])}
 
 
-def test_kustomization_lists_only_files_that_exist() -> None:
-    kustomization = load_documents(BASE / "kustomization.yaml")[0]
+@pytest.mark.parametrize("directory", KUSTOMIZATIONS, ids=NAMES)
+def test_kustomization_lists_only_files_that_exist(directory: Path) -> None:
+    kustomization = load_documents(directory / "kustomization.yaml")[0]
     assert kustomization["kind"] == "Kustomization"
     files = referenced_files(kustomization)
-    missing = [name for name in files if not (BASE / name).is_file()]
+    missing = [name for name in files if not (directory / name).exists()]
     assert missing == []
-    unused = {p.name for p in BASE.iterdir() if p.suffix == ".yaml"} - set(files)
-    assert unused == {"kustomization.yaml"}, "a manifest in base/ that kustomize never applies"
+    unused = {p.name for p in directory.iterdir() if p.suffix == ".yaml"} - set(files)
+    assert unused == {"kustomization.yaml"}, "a manifest that kustomize never applies"
+
+
+def test_there_is_an_overlay_and_it_sets_a_namespace() -> None:
+    assert OVERLAYS, "overlays/dev shows how to use the base"
+    for overlay in OVERLAYS:
+        namespaces = {obj["metadata"].get("namespace") for obj in render(overlay)}
+        assert len(namespaces) == 1 and None not in namespaces, overlay
+    assert all("namespace" not in obj["metadata"] for obj in render(BASE)), "namespace-agnostic"
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
@@ -214,8 +238,11 @@ def test_one_deployment_per_process_running_the_right_subcommand(
 ) -> None:
     pods = _pod_specs(objects)
     assert set(pods) == {"waitroom-api", "waitroom-admitter", "waitroom-consumer"}
-    kustomization = load_documents(BASE / "kustomization.yaml")[0]
-    image_names = {image["name"] for image in kustomization["images"]}
+    image_names = {
+        image["name"]
+        for directory in KUSTOMIZATIONS
+        for image in load_documents(directory / "kustomization.yaml")[0].get("images", [])
+    }
     for name, template in pods.items():
         container = _container(template)
         assert container["args"] == [name.removeprefix("waitroom-")]
@@ -251,14 +278,33 @@ def test_configuration_and_secret_references_resolve(objects: list[dict[str, Any
         assert secret_ref["key"] in secrets[secret_ref["name"]]["data"], name
 
 
-def test_the_base_secret_is_empty_so_nothing_starts_with_a_known_secret(
-    objects: list[dict[str, Any]],
-) -> None:
-    (secret,) = by_kind(objects, "Secret").values()
-    value = base64.b64decode(secret["data"]["jwt-secret"]).decode()
-    common = settings_mod.load(settings_mod.CommonSettings, {"WAITROOM_JWT_SECRET": value})
+def _secret_value(directory: Path) -> str:
+    (secret,) = by_kind(render(directory), "Secret").values()
+    return base64.b64decode(secret["data"]["jwt-secret"]).decode()
+
+
+def test_the_base_secret_is_empty_so_nothing_starts_with_a_known_secret() -> None:
+    common = settings_mod.load(
+        settings_mod.CommonSettings, {"WAITROOM_JWT_SECRET": _secret_value(BASE)}
+    )
     with pytest.raises(settings_mod.SettingsError):
         common.require_secret()
+
+
+def test_the_base_runs_at_least_two_of_each_process() -> None:
+    """One pod of anything is a single point of failure; a second takes over at once."""
+    objects = render(BASE)
+    (hpa,) = by_kind(objects, "HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["minReplicas"] >= 2
+    for name in ("waitroom-admitter", "waitroom-consumer"):
+        assert by_kind(objects, "Deployment")[name]["spec"]["replicas"] >= 2, name
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=NAMES[1:])
+def test_overlays_replace_the_secret_with_one_the_processes_accept(overlay: Path) -> None:
+    value = _secret_value(overlay)
+    common = settings_mod.load(settings_mod.CommonSettings, {"WAITROOM_JWT_SECRET": value})
+    assert common.require_secret() == value
 
 
 def test_services_select_pods_and_name_their_ports(objects: list[dict[str, Any]]) -> None:
@@ -300,7 +346,7 @@ def test_the_api_scales_on_cpu_and_has_grpc_probes(objects: list[dict[str, Any]]
         "kind": "Deployment",
         "name": "waitroom-api",
     }
-    assert hpa["spec"]["minReplicas"] >= 2
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
     deployment = by_kind(objects, "Deployment")["waitroom-api"]
     assert "replicas" not in deployment["spec"], "the HPA owns the replica count"
@@ -318,7 +364,6 @@ def test_worker_liveness_probes_check_their_own_heartbeat(
     objects: list[dict[str, Any]], process: str
 ) -> None:
     deployment = by_kind(objects, "Deployment")[f"waitroom-{process}"]
-    assert deployment["spec"]["replicas"] >= 2, "a second replica takes over at once"
     container = _container(deployment["spec"]["template"])
     env = _env(container)
     variable = f"WAITROOM_{process.upper()}_REPLICA_ID"
