@@ -14,6 +14,7 @@ from waitroom_dev.simulate_report import (
     Waiter,
     checkout_intervals,
     fifo_violations,
+    is_lost,
     peak_concurrency,
     percentile,
     rate_series,
@@ -99,6 +100,16 @@ def test_peak_concurrency_counts_overlaps_and_open_intervals() -> None:
 
 def _outcome(ticket: int, status: int, admitted: int = 0, finished: int = 0) -> UserOutcome:
     return UserOutcome(f"u{ticket}", 0.0, None, True, status, ticket, 0, admitted, finished)
+
+
+def test_lost_means_never_told_how_the_wait_ended() -> None:
+    def user(ready: float | None, saw_final: bool, admitted: int) -> UserOutcome:
+        return UserOutcome("u", 0.0, ready, saw_final, 5, 1, 0, admitted, 0)
+
+    assert not is_lost(user(ready=1.0, saw_final=False, admitted=100))  # saw READY
+    assert not is_lost(user(ready=None, saw_final=True, admitted=0))  # left or expired waiting
+    assert is_lost(user(ready=None, saw_final=False, admitted=0))  # still waiting, unheard
+    assert is_lost(user(ready=None, saw_final=True, admitted=100))  # admitted, never told
 
 
 def test_waiters_and_intervals_from_server_records() -> None:

@@ -1,0 +1,297 @@
+"""``waitroom simulate``: a sale rehearsal against a running waitroom.
+
+Users arrive (all at once, or steadily at a rate), join through the gRPC API and follow their
+status; a stand-in for the order service answers their admissions over Kafka. Meanwhile Redis
+is sampled for the queue length and the users in checkout. At the end the server's session
+records are read back for the checks only the server can answer: the join order (tickets), so
+FIFO can be checked exactly, and when each slot was held, so the cap can be checked exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+
+from shared.connections import redis_client
+from shared.events import EventConfig, EventStore
+from shared.scripts import Scripts
+from shared.sessions import SessionRecord
+from shared.settings import CommonSettings, KafkaClientSettings
+from waitroom_dev.simulate_checkout import CheckoutPlan, CheckoutStandIn
+from waitroom_dev.simulate_report import Sample
+from waitroom_dev.simulate_users import Crowd, UserTrace
+
+SAMPLE_SECONDS = 0.02  # cap check: ZCARD of the checkout set every 20 ms
+SERIES_SECONDS = 0.25  # one plot point every 250 ms
+TRACK_SECONDS = 0.5
+STATUS_BATCH = 500
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    target: str
+    redis_url: str
+    bootstrap: str
+    event_id: str
+    users: int
+    arrival: str  # "burst" or "ramp"
+    rate: float  # joins per second when ramping
+    mode: str  # "poll", "stream" or "mixed"
+    plan: CheckoutPlan
+    poll_interval: float = 2.0
+    channels: int = 8
+    timeout: float = 300.0
+    seed: int | None = None
+    kafka: KafkaClientSettings = field(default_factory=KafkaClientSettings)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A live view of the run for the terminal."""
+
+    elapsed: float
+    users: int
+    joined: int
+    queued: int
+    in_checkout: int
+    cap: int
+    done: int
+    join_rate: float
+    admit_rate: float
+
+    def line(self) -> str:
+        return (
+            f"{self.elapsed:6.1f}s  joined {self.joined}/{self.users}  queued {self.queued}  "
+            f"in checkout {self.in_checkout}/{self.cap}  done {self.done}  "
+            f"join {self.join_rate:.0f}/s  admit {self.admit_rate:.0f}/s"
+        )
+
+
+@dataclass
+class RunData:
+    """Everything a run gathered, handed to the report."""
+
+    config: SimulationConfig
+    run_id: str
+    event: EventConfig
+    started: float  # wall-clock seconds
+    ended: float
+    traces: list[UserTrace]
+    records: dict[str, SessionRecord]
+    samples: list[Sample]
+    max_in_checkout: int
+    sample_count: int
+    crowd: Crowd
+    stand_in: CheckoutStandIn
+
+
+class SimulationError(RuntimeError):
+    """The run could not start: the event, the API, Redis or Kafka is missing."""
+
+    def __init__(self, message: str, *, unreachable: bool = True) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable  # False: reached, but refused (no such event)
+
+
+class Simulation:
+    """One rehearsal; ``progress`` is called every ``progress_seconds`` with a Progress."""
+
+    def __init__(
+        self,
+        config: SimulationConfig,
+        progress: Callable[[Progress], None],
+        progress_seconds: float,
+    ) -> None:
+        self.config = config
+        self.progress = progress
+        self.progress_seconds = progress_seconds
+        self.rng = random.Random(config.seed)
+        self.run_id = secrets.token_hex(4)
+        self.traces: list[UserTrace] = []
+        self.final: dict[str, SessionRecord] = {}  # admitted sessions known to have finished
+        self.samples: list[Sample] = []
+        self.max_in_checkout = 0
+        self.sample_count = 0
+        self.in_checkout = 0
+        self._started = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"Simulation(run={self.run_id}, users={len(self.traces)}, "
+            f"finished={len(self.final)}, max_in_checkout={self.max_in_checkout})"
+        )
+
+    async def run(self) -> RunData:
+        config = self.config
+        common = CommonSettings(
+            redis_url=config.redis_url, kafka_bootstrap_servers=config.bootstrap
+        )
+        redis = redis_client(common)
+        crowd = Crowd(
+            config.target,
+            config.event_id,
+            poll_interval=config.poll_interval,
+            channels=config.channels,
+            rng=self.rng,
+        )
+        stand_in = CheckoutStandIn(
+            common, config.kafka, config.event_id, f"sim-{self.run_id}-", config.plan,
+            random.Random(self.rng.random()), crowd.ready_at,
+        )  # fmt: skip
+        try:
+            event = await self._prepare(redis, crowd, stand_in)
+            scripts = Scripts(redis)
+            self._started = time.time()
+            background = [
+                asyncio.create_task(self._sample(scripts)),
+                asyncio.create_task(self._track(scripts)),
+                asyncio.create_task(self._report_progress(event)),
+            ]
+            try:
+                await self._drive(crowd)
+                await self._settle()
+            finally:
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+            ended = time.time()
+            records = await self._records(scripts)
+        finally:
+            await asyncio.to_thread(stand_in.stop)
+            await crowd.close()
+            await redis.aclose()
+        return RunData(
+            config, self.run_id, event, self._started, ended, self.traces, records,
+            self.samples, self.max_in_checkout, self.sample_count, crowd, stand_in,
+        )  # fmt: skip
+
+    async def _prepare(self, redis: Redis, crowd: Crowd, stand_in: CheckoutStandIn) -> EventConfig:
+        from grpc import aio
+        from redis.exceptions import RedisError
+
+        from shared.errors import WaitroomError
+
+        config = self.config
+        try:
+            event = await EventStore(redis).get(config.event_id)
+        except WaitroomError as exc:
+            hint = "create it with `waitroom event create`"
+            raise SimulationError(f"{exc.message}: {hint}", unreachable=False) from None
+        except (RedisError, OSError) as exc:
+            raise SimulationError(f"cannot reach Redis at {config.redis_url}: {exc}") from None
+        try:
+            await crowd.check()
+        except aio.AioRpcError as exc:
+            answer = exc.code().name
+            raise SimulationError(f"the API at {config.target} does not answer: {answer}") from None
+        try:
+            await asyncio.to_thread(stand_in.start)
+        except Exception as exc:
+            raise SimulationError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from None
+        return event
+
+    def _new_trace(self, index: int) -> UserTrace:
+        mode = self.config.mode
+        if mode == "mixed":
+            mode = "stream" if index % 2 else "poll"
+        return UserTrace(index, f"sim-{self.run_id}-{index:07d}", mode)
+
+    async def _drive(self, crowd: Crowd) -> None:
+        """Let the users arrive and follow until all are settled or the time is up."""
+        config = self.config
+        deadline = self._started + config.timeout
+        tasks = []
+        for index in range(config.users):
+            if config.arrival == "ramp":
+                delay = self._started + index / config.rate - time.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            if time.time() >= deadline:
+                break
+            trace = self._new_trace(index)
+            self.traces.append(trace)
+            tasks.append(asyncio.create_task(crowd.run(trace)))
+        if tasks:
+            await asyncio.wait(tasks, timeout=max(0.0, deadline - time.time()))
+        crowd.stopping.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _settle(self) -> None:
+        """Wait until every admitted user's checkout has ended, or the time is up."""
+        deadline = self._started + self.config.timeout
+        while time.time() < deadline:
+            if not self._unfinished():
+                return
+            await asyncio.sleep(TRACK_SECONDS)
+
+    def _unfinished(self) -> list[str]:
+        """Admitted sessions whose checkout has not ended yet, as far as we know."""
+        return [
+            t.session_id for t in self.traces
+            if t.ready_at is not None and t.session_id not in self.final
+        ]  # fmt: skip
+
+    async def _track(self, scripts: Scripts) -> None:
+        while True:
+            pending = self._unfinished()
+            for i in range(0, len(pending), STATUS_BATCH):
+                result = await scripts.status(self.config.event_id, pending[i : i + STATUS_BATCH])
+                for view in result.sessions:
+                    if view.record is not None and view.record.status.terminal:
+                        self.final[view.session_id] = view.record
+            await asyncio.sleep(TRACK_SECONDS)
+
+    async def _sample(self, scripts: Scripts) -> None:
+        next_point = 0.0
+        while True:
+            # The status script with no sessions is one cheap read of both figures.
+            figures = await scripts.status(self.config.event_id, [])
+            queue_length, in_checkout = figures.queue_length, figures.in_checkout
+            self.sample_count += 1
+            self.in_checkout = int(in_checkout)
+            self.max_in_checkout = max(self.max_in_checkout, self.in_checkout)
+            elapsed = time.time() - self._started
+            if elapsed >= next_point:
+                self.samples.append(Sample(round(elapsed, 3), int(queue_length), self.in_checkout))
+                next_point = elapsed + SERIES_SECONDS
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    async def _report_progress(self, event: EventConfig) -> None:
+        last_joined = last_ready = 0
+        last_time = time.time()
+        while True:
+            await asyncio.sleep(self.progress_seconds)
+            now = time.time()
+            joined = sum(1 for t in self.traces if t.session_id)
+            ready = sum(1 for t in self.traces if t.ready_at is not None)
+            settled = sum(1 for t in self.traces if t.session_id and t.settled)
+            span = max(1e-6, now - last_time)
+            self.progress(
+                Progress(
+                    elapsed=now - self._started,
+                    users=self.config.users,
+                    joined=joined,
+                    queued=joined - settled,
+                    in_checkout=self.in_checkout,
+                    cap=event.max_concurrent,
+                    done=len(self.final),
+                    join_rate=(joined - last_joined) / span,
+                    admit_rate=(ready - last_ready) / span,
+                )
+            )
+            last_joined, last_ready, last_time = joined, ready, now
+
+    async def _records(self, scripts: Scripts) -> dict[str, SessionRecord]:
+        """The server's record of every session this run created."""
+        sids = [t.session_id for t in self.traces if t.session_id]
+        records: dict[str, SessionRecord] = {}
+        for i in range(0, len(sids), STATUS_BATCH):
+            result = await scripts.status(self.config.event_id, sids[i : i + STATUS_BATCH])
+            records.update({v.session_id: v.record for v in result.sessions if v.record})
+        return records
