@@ -1,0 +1,117 @@
+"""Starting ``waitroom dev up`` as a subprocess and watching its output."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from waitroom_dev.stack import stop_stack, waitroom_command
+from waitroom_dev.state import StackState, alive
+
+READY_LINE = "waitroom dev stack is ready"
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without WAITROOM_ variables, so only the stack's own settings count."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
+
+
+class DevUp:
+    """A ``waitroom dev up`` child whose output is collected line by line."""
+
+    def __init__(self, state_dir: Path, *options: str) -> None:
+        self.state_dir = state_dir
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        self.proc = subprocess.Popen(
+            [waitroom_command(), "dev", "up", "--free-ports", "--state-dir", str(state_dir),
+             *options],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=clean_env(),
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if READY_LINE in line:
+                self.ready.set()
+
+    @property
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_ready(self, timeout: float = 90.0) -> StackState:
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            assert self.proc.poll() is None, f"dev up exited early:\n{self.output}"
+            assert time.monotonic() < deadline, f"dev up not ready in {timeout}s:\n{self.output}"
+        state = StackState.load(self.state_dir)
+        assert state is not None, self.output
+        return state
+
+    def stop(self, timeout: float = 90.0) -> int:
+        """SIGTERM, then the exit code (killed if it does not stop in time)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self._reader.join(5)
+        return code
+
+
+def cleanup(stack: DevUp) -> None:
+    """After a failed test: stop dev up, and whatever it left if it could not stop itself."""
+    stack.stop()
+    left = StackState.load(stack.state_dir)
+    if left is not None:
+        stop_stack(left, timeout=30)
+
+
+def waitroom(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [waitroom_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_env(),
+        check=False,
+    )
+
+
+def status(state_dir: Path) -> tuple[int, dict[str, Any]]:
+    done = waitroom("dev", "status", "--json", "--state-dir", str(state_dir))
+    return done.returncode, json.loads(done.stdout)
+
+
+def stack_pids(state: StackState, report: dict[str, Any]) -> dict[str, int]:
+    """Every process the stack started: services, supervisord and its programs."""
+    pids = {"redis": state.redis_pid, "kafka": state.kafka_pid,
+            "supervisord": state.supervisord_pid}  # fmt: skip
+    pids |= {p["name"]: p["pid"] for p in report["processes"]}
+    return pids
+
+
+def survivors(pids: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
+    """The processes still alive after ``timeout`` (an empty dict is what a test wants)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {name: pid for name, pid in pids.items() if alive(pid)}
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.1)
