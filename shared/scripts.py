@@ -82,6 +82,20 @@ class JoinResult:
     created: bool
 
 
+def _join_result(reply: Any) -> JoinResult | WaitroomError:
+    if _text(reply[0]) == "ERR":
+        return _error(_text(reply[1]))
+    return JoinResult(
+        session_id=_text(reply[1]),
+        position=int(reply[2]),
+        queue_length=int(reply[3]),
+        queued_ms=int(reply[4]),
+        expires_ms=int(reply[5]),
+        status=int(reply[6]),
+        created=bool(int(reply[7])),
+    )
+
+
 @dataclass(frozen=True)
 class SessionView:
     """One session as read by ``status``: its record (None if unknown) and 0-based rank."""
@@ -135,17 +149,30 @@ class Scripts:
         ``nonce`` is the random part of a new session id (drawn here unless given).
         """
         reply = await self._event("join", event_id, user_id, nonce or new_nonce())
-        if _text(reply[0]) == "ERR":
-            raise _error(_text(reply[1]))
-        return JoinResult(
-            session_id=_text(reply[1]),
-            position=int(reply[2]),
-            queue_length=int(reply[3]),
-            queued_ms=int(reply[4]),
-            expires_ms=int(reply[5]),
-            status=int(reply[6]),
-            created=bool(int(reply[7])),
-        )
+        result = _join_result(reply)
+        if isinstance(result, WaitroomError):
+            raise result
+        return result
+
+    async def join_many(
+        self, event_id: str, user_ids: Sequence[str]
+    ) -> list[JoinResult | WaitroomError]:
+        """``join`` for many users of one event in one round trip (bulk loads: benchmarks,
+        rehearsals).
+
+        The scripts run in the given order (a pipeline, not a transaction: each is atomic on
+        its own). Each result is the join or the refusal (WTR005, WTR006, WTR009) it met.
+        """
+        if not user_ids:
+            return []
+        script = self._scripts["join"]
+        event = event_keys(event_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user_id in user_ids:
+                argv = self._argv(event_id, user_id, new_nonce())
+                await script(keys=event, args=argv, client=pipe)
+            replies = await pipe.execute()
+        return [_join_result(r) for r in replies]
 
     async def status(self, event_id: str, session_ids: list[str]) -> StatusResult:
         reply = await self._event("status", event_id, *session_ids)

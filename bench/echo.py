@@ -1,0 +1,113 @@
+"""The join benchmark's baseline: ``WaitroomService`` answering from the request alone.
+
+Built like the API server (``waitroom_api.server``): a ``grpc.aio`` server with the same
+options (``grpc.so_reuseport``) and the same metrics interceptor, serving the same method with
+the same message types, so the load generator drives both identically. What the echo lacks is
+the waitroom's own work: validation, the Redis round trip, rendering. ``join / echo`` is then
+the share of the gRPC stack's best that the waitroom keeps.
+
+Run: ``python -m bench.echo --addr 127.0.0.1:PORT``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from shared.proto import waitroom_pb2 as pb
+from shared.proto import waitroom_pb2_grpc
+from waitroom_api.interceptors import MetricsInterceptor
+
+log = logging.getLogger("bench.echo")
+
+_AT = "2026-01-01T00:00:00Z"
+
+
+class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
+    """Answers every method with a response of the same shape as the API's, doing no work."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def JoinQueue(
+        self, request: pb.JoinQueueRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.JoinQueueResponse:
+        self.calls += 1
+        return pb.JoinQueueResponse(
+            # About as long as a real session id (nonce.ticket.base64(event)).
+            session_id=f"{request.user_id}.{self.calls}.{request.event_id}",
+            position=self.calls,
+            queue_length=self.calls,
+            queued_at=_AT,
+            expires_at=_AT,
+        )
+
+    async def GetQueueStatus(
+        self, request: pb.GetQueueStatusRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.QueueStatusResponse:
+        self.calls += 1
+        return pb.QueueStatusResponse(
+            session_id=request.session_id,
+            status=pb.SESSION_STATUS_QUEUED,
+            position=self.calls,
+            queue_length=self.calls,
+            queued_at=_AT,
+            expires_at=_AT,
+        )
+
+    async def LeaveQueue(
+        self, request: pb.LeaveQueueRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.LeaveQueueResponse:
+        self.calls += 1
+        return pb.LeaveQueueResponse(session_id=request.session_id, message="left the queue")
+
+    async def StreamQueuePosition(
+        self, request: pb.StreamPositionRequest, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.PositionUpdate]:
+        self.calls += 1
+        yield pb.PositionUpdate(session_id=request.session_id, updated_at=_AT)
+
+    async def HealthCheck(
+        self, request: pb.HealthCheckRequest, context: aio.ServicerContext[Any, Any]
+    ) -> pb.HealthCheckResponse:
+        return pb.HealthCheckResponse(status="SERVING", service="echo")
+
+    def __repr__(self) -> str:
+        return f"EchoServicer(calls={self.calls})"
+
+
+async def serve(addr: str) -> None:
+    server = aio.server(
+        interceptors=[MetricsInterceptor()],
+        options=[("grpc.so_reuseport", 1)],
+    )
+    servicer = EchoServicer()
+    waitroom_pb2_grpc.add_WaitroomServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port(addr)
+    await server.start()
+    log.info("echo listening on port %d", port)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopped.set)
+    await stopped.wait()
+    await server.stop(1)
+    log.info("echo stopped: %r", servicer)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--addr", required=True, help="host:port to listen on")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(serve(args.addr))
+
+
+if __name__ == "__main__":
+    main()

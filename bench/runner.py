@@ -1,0 +1,59 @@
+"""What every benchmark receives and the small helpers they share."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from redis import Redis
+
+from bench.report import Row
+
+
+@dataclass(frozen=True)
+class Options:
+    """``quick`` shrinks every size and duration for a smoke check (all of them in < 3 min).
+    ``scale`` multiplies the sizes further (tests use a tiny scale)."""
+
+    quick: bool = False
+    scale: float = 1.0
+    workdir: Path | None = None
+    verbose: bool = True
+
+    def size(self, full: int, quick: int, minimum: int = 1) -> int:
+        return max(minimum, round((quick if self.quick else full) * self.scale))
+
+    def seconds(self, full: float, quick: float) -> float:
+        return quick if self.quick else full
+
+    def say(self, text: str) -> None:
+        """Progress, on stderr so ``--json`` output stays clean."""
+        if self.verbose:
+            print(f"  [{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+Benchmark = Callable[[Options], list[Row]]
+
+
+def used_memory(redis_url: str) -> int:
+    client = Redis.from_url(redis_url)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
+def wait_until(
+    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.01
+) -> float:
+    """Poll ``check`` until true; returns the monotonic time it first held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if check():
+            return time.monotonic()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
