@@ -214,6 +214,8 @@ def test_systemd_unit_runs_this_configuration_and_waits_for_it(
     assert Path(supervisor_options.pidfile).name == "supervisord.pid"
     longest = max(p.stopwaitsecs for group in _programs(supervisor_options).values() for p in group)
     assert int(service["TimeoutStopSec"]) > longest
+    # Open position streams hold a descriptor each; the processes inherit this limit.
+    assert int(service["LimitNOFILE"]) >= 65536
     example = dict(
         line.split("=", 1)
         for line in (SUPERVISOR / "waitroom.env.example").read_text().splitlines()
