@@ -37,9 +37,10 @@ STOP_DEADLINE = 45.0
 
 
 def _free_prefix() -> str:
-    """Four digits P such that ports P0..P9 are free now."""
+    """Four digits P such that ports P0..P9 are free now (below Linux's ephemeral range, so
+    no outgoing connection takes one meanwhile)."""
     for _ in range(200):
-        prefix = 2000 + free_port() % 4000
+        prefix = 2000 + free_port() % 1200
         ports = [prefix * 10 + n for n in range(10)]
         try:
             for port in ports:
