@@ -1,0 +1,112 @@
+"""Session records as the contract's messages: what a client sees of one session right now.
+
+Shared by GetQueueStatus and the position streams so both always agree on a session's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from shared import token
+from shared.errors import Code, WaitroomError
+from shared.proto import waitroom_pb2 as pb
+from shared.scripts import SessionView
+from shared.sessions import SessionRecord, Status
+from shared.timefmt import format_ms
+
+
+def fill_url(template: str, event_id: str, session_id: str) -> str:
+    """``template`` with ``{event_id}`` and ``{session_id}`` filled in, URL-escaped.
+
+    Plain replacement rather than ``str.format``, so other braces in an operator's template
+    are left alone instead of failing every request.
+    """
+    if not template:
+        return ""
+    return template.replace("{event_id}", quote(event_id, safe="")).replace(
+        "{session_id}", quote(session_id, safe="")
+    )
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session as a client sees it: queued sessions past their lifetime count as EXPIRED
+    (the record itself is closed later by the admitter)."""
+
+    session_id: str
+    event_id: str
+    record: SessionRecord
+    status: Status
+    position: int
+    queue_length: int
+    now_ms: int
+
+    @property
+    def key(self) -> tuple[Status, int]:
+        """What a stream reports a change of."""
+        return self.status, self.position
+
+
+def session_state(event_id: str, view: SessionView, queue_length: int, now_ms: int) -> SessionState:
+    """The state of ``view``; WTR001 when the session is unknown."""
+    record = view.record
+    if record is None:
+        raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
+    status = record.status
+    position = 0
+    if record.queue_expired(now_ms):
+        status = Status.EXPIRED
+    elif status is Status.QUEUED:
+        position = view.rank + 1 if view.rank >= 0 else 0
+    return SessionState(view.session_id, event_id, record, status, position, queue_length, now_ms)
+
+
+@dataclass(frozen=True)
+class Renderer:
+    """Builds responses; holds what they need beyond the record (the secret, URL templates)."""
+
+    secret: str
+    checkout_url: str
+    websocket_url: str
+
+    def _checkout(self, state: SessionState) -> tuple[str, str]:
+        """Token and URL for a session in checkout, else empty strings."""
+        if state.status is not Status.READY:
+            return "", ""
+        minted = token.mint_for(self.secret, state.session_id, state.event_id, state.record)
+        return minted, fill_url(self.checkout_url, state.event_id, state.session_id)
+
+    def queue_status(self, state: SessionState) -> pb.QueueStatusResponse:
+        """GetQueueStatus; WTR002 for a queued session whose lifetime ran out."""
+        if state.status is Status.EXPIRED and state.record.status is Status.QUEUED:
+            raise WaitroomError(Code.SESSION_EXPIRED, "session expired")
+        record = state.record
+        checkout_token, checkout_url = self._checkout(state)
+        return pb.QueueStatusResponse(
+            session_id=state.session_id,
+            status=pb.SessionStatus.ValueType(int(state.status)),
+            position=state.position,
+            queue_length=state.queue_length,
+            queued_at=format_ms(record.queued_ms),
+            expires_at=format_ms(record.expires_ms),
+            checkout_token=checkout_token,
+            checkout_url=checkout_url,
+            checkout_expires_at=format_ms(record.checkout_deadline_ms),
+            admitted_at=format_ms(record.admitted_ms),
+        )
+
+    def position_update(self, state: SessionState) -> pb.PositionUpdate:
+        checkout_token, checkout_url = self._checkout(state)
+        return pb.PositionUpdate(
+            session_id=state.session_id,
+            position=state.position,
+            queue_length=state.queue_length,
+            status=pb.SessionStatus.ValueType(int(state.status)),
+            updated_at=format_ms(state.now_ms),
+            checkout_token=checkout_token,
+            checkout_url=checkout_url,
+        )
+
+    def websocket(self, event_id: str, session_id: str) -> str:
+        return fill_url(self.websocket_url, event_id, session_id)

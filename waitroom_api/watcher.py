@@ -1,0 +1,295 @@
+"""Position streams that scale: one Redis read per event per tick, not one per stream.
+
+Per process there is one pub/sub subscription to ``keys.NOTIFY_CHANNEL`` (the scripts publish
+an event id whenever that event's queue or checkout changed) and one ``EventWatcher`` per event
+with open streams. A watcher re-reads all its sessions with the ``status`` script, at most 500
+per call, when its event is announced (bursts coalesced to one re-read per
+``stream_min_interval_seconds``) and at least every ``stream_poll_seconds``, because pub/sub is
+lossy and checkout leases run out without an announcement. Each stream then gets the session's
+new state if its status or position changed. 10,000 streams on one event cost 20 script calls
+per re-read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+
+from redis.asyncio import Redis
+
+from shared import keys, metrics
+from shared.backoff import Outage
+from shared.errors import WaitroomError
+from shared.proto import waitroom_pb2 as pb
+from shared.scripts import Scripts, SessionView
+from shared.settings import ApiSettings
+from waitroom_api.errors import REDIS_DOWN
+from waitroom_api.render import Renderer, SessionState, session_state
+
+log = logging.getLogger(__name__)
+
+#: Most session ids per ``status`` call: keeps each script run short (it blocks Redis).
+CHUNK = 500
+
+#: How long ``Fanout.close`` waits for its tasks to end.
+CLOSE_TIMEOUT = 2.0
+
+
+def honour_cancellation() -> None:
+    """Raise CancelledError if this task was cancelled but the request got lost.
+
+    redis-py can swallow a cancellation that lands inside one of its timeouts (redis/redis-py
+    #2028, #2551); the loops here would then run on and block shutdown. ``cancelling()``
+    still counts the request, so each loop checks it.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class Stream:
+    """One open StreamQueuePosition call: the newest state it has not sent yet.
+
+    Only the newest state is kept, so a slow client costs one pending message, not a backlog.
+    """
+
+    def __init__(self, event_id: str, session_id: str, renderer: Renderer) -> None:
+        self.event_id = event_id
+        self.session_id = session_id
+        self.renderer = renderer
+        self.sent = 0
+        self._read_ms = -1  # Redis time of the newest read offered, to drop older reads
+        self._key: tuple[object, int] | None = None
+        self._pending: SessionState | None = None
+        self._error: WaitroomError | None = None
+        self._ready = asyncio.Event()
+
+    def offer(self, view: SessionView, queue_length: int, now_ms: int) -> None:
+        """A fresh read of this session; queued for sending if status or position changed."""
+        if now_ms < self._read_ms:
+            return  # a slower, older read finishing after a newer one
+        self._read_ms = now_ms
+        try:
+            state = session_state(self.event_id, view, queue_length, now_ms)
+        except WaitroomError as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        if state.key != self._key:
+            self._key = state.key
+            self._pending = state
+            self._ready.set()
+
+    async def updates(self) -> AsyncIterator[pb.PositionUpdate]:
+        """Updates as they come; ends after a terminal status."""
+        while True:
+            await self._ready.wait()
+            honour_cancellation()
+            self._ready.clear()
+            if self._error is not None:
+                raise self._error
+            state, self._pending = self._pending, None
+            if state is None:
+                continue
+            self.sent += 1
+            metrics.STREAM_UPDATES.labels(self.event_id).inc()
+            yield self.renderer.position_update(state)
+            if state.status.terminal:
+                return
+
+    def __repr__(self) -> str:
+        return f"Stream({self.session_id!r}, sent={self.sent})"
+
+
+class EventWatcher:
+    """Re-reads the sessions of one event's open streams and feeds each its changes."""
+
+    def __init__(
+        self, event_id: str, scripts: Scripts, settings: ApiSettings, outage: Outage
+    ) -> None:
+        self.event_id = event_id
+        self.scripts = scripts
+        self.settings = settings
+        self.outage = outage
+        self.streams: dict[str, set[Stream]] = {}
+        self.reads = 0  # re-reads of all sessions
+        self.calls = 0  # status script calls they took
+        self.failures = 0
+        self._wake = asyncio.Event()
+        self._stopped = False
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=f"watch {self.event_id}")
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self.task is not None:
+            self.task.cancel()
+
+    def add(self, stream: Stream) -> None:
+        self.streams.setdefault(stream.session_id, set()).add(stream)
+
+    def remove(self, stream: Stream) -> None:
+        same = self.streams.get(stream.session_id)
+        if same is not None:
+            same.discard(stream)
+            if not same:
+                del self.streams[stream.session_id]
+
+    def poke(self) -> None:
+        """The event changed: re-read soon."""
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        """Read every watched session, at most ``CHUNK`` per call, and offer each its state."""
+        session_ids = list(self.streams)
+        for start in range(0, len(session_ids), CHUNK):
+            result = await self.scripts.status(self.event_id, session_ids[start : start + CHUNK])
+            self.calls += 1
+            for view in result.sessions:
+                # Streams may have closed (or opened) while the script ran.
+                for stream in tuple(self.streams.get(view.session_id, ())):
+                    stream.offer(view, result.queue_length, result.now_ms)
+        self.reads += 1
+
+    async def _run(self) -> None:
+        poll = self.settings.stream_poll_seconds
+        gap = self.settings.stream_min_interval_seconds
+        last = time.monotonic()
+        while not self._stopped:
+            honour_cancellation()
+            timeout = poll - (time.monotonic() - last)
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            # Coalesce a burst of announcements (an admission wave) into one re-read.
+            pause = gap - (time.monotonic() - last)
+            if pause > 0:
+                await asyncio.sleep(pause)
+            self._wake.clear()
+            last = time.monotonic()
+            try:
+                await self.refresh()
+            except REDIS_DOWN as exc:
+                self.failures += 1
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                await asyncio.sleep(self.outage.failed(exc))
+                continue
+            except Exception:
+                # A bug must not silently freeze every stream of the event: log, keep going.
+                self.failures += 1
+                log.exception("re-reading the streams of event %r failed", self.event_id)
+                await asyncio.sleep(poll)
+                continue
+            self.outage.recovered()
+
+    def __repr__(self) -> str:
+        streams = sum(len(s) for s in self.streams.values())
+        return (
+            f"EventWatcher({self.event_id!r}, streams={streams}, reads={self.reads}, "
+            f"calls={self.calls}, failures={self.failures})"
+        )
+
+
+class Fanout:
+    """All position streams of this process: one subscription, one watcher per event."""
+
+    def __init__(self, redis: Redis, scripts: Scripts, settings: ApiSettings) -> None:
+        self.redis = redis
+        self.scripts = scripts
+        self.settings = settings
+        self.watchers: dict[str, EventWatcher] = {}
+        self.notifications = 0
+        self.subscription_outage = Outage("Redis pub/sub (position streams)", log)
+        self.read_outage = Outage("Redis (position stream re-reads)", log)
+        self._closing = False
+        self._listener: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._listener = asyncio.create_task(self._listen(), name="notify listener")
+
+    async def close(self) -> None:
+        """Stop listening and watching; waits at most ``CLOSE_TIMEOUT``."""
+        self._closing = True
+        tasks = [w.task for w in self.watchers.values() if w.task is not None]
+        for watcher in self.watchers.values():
+            watcher.stop()
+        self.watchers.clear()
+        if self._listener is not None:
+            self._listener.cancel()
+            tasks.append(self._listener)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT)
+            if pending:
+                log.warning("%d stream tasks did not stop in time", len(pending))
+
+    @property
+    def open_streams(self) -> int:
+        return sum(len(s) for w in self.watchers.values() for s in w.streams.values())
+
+    @contextlib.contextmanager
+    def watch(self, stream: Stream) -> Iterator[Stream]:
+        """Keep ``stream`` fed with its session's changes while the block runs."""
+        watcher = self.watchers.get(stream.event_id)
+        if watcher is None:
+            watcher = EventWatcher(stream.event_id, self.scripts, self.settings, self.read_outage)
+            self.watchers[stream.event_id] = watcher
+            watcher.start()
+        watcher.add(stream)
+        metrics.STREAMS_OPEN.inc()
+        try:
+            yield stream
+        finally:
+            metrics.STREAMS_OPEN.dec()
+            watcher.remove(stream)
+            # No await between this check and the removal: a stream opening meanwhile either
+            # finds this watcher still registered, or creates a new one.
+            if not watcher.streams and self.watchers.get(stream.event_id) is watcher:
+                del self.watchers[stream.event_id]
+                watcher.stop()
+
+    def _announced(self, payload: bytes | str) -> None:
+        event_id = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+        self.notifications += 1
+        watcher = self.watchers.get(event_id)
+        if watcher is not None:
+            watcher.poke()
+
+    async def _listen(self) -> None:
+        while not self._closing:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            delay = 0.0
+            try:
+                await pubsub.subscribe(keys.NOTIFY_CHANNEL)
+                honour_cancellation()
+                if self.subscription_outage.down:
+                    # Announcements made while we were away are lost: re-read everything.
+                    for watcher in self.watchers.values():
+                        watcher.poke()
+                self.subscription_outage.recovered()
+                while not self._closing:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    honour_cancellation()
+                    if message is not None and message.get("type") == "message":
+                        self._announced(message["data"])
+            except REDIS_DOWN as exc:
+                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+                delay = self.subscription_outage.failed(exc)
+            except Exception:
+                # Never let the one subscription die; the watchers' polling covers the gap.
+                log.exception("the notification listener failed; restarting it")
+                delay = self.settings.stream_poll_seconds
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await asyncio.sleep(delay)
+
+    def __repr__(self) -> str:
+        return (
+            f"Fanout(events={len(self.watchers)}, streams={self.open_streams}, "
+            f"notifications={self.notifications})"
+        )
