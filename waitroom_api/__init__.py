@@ -1,0 +1,1 @@
+"""The gRPC front door: ``waitroom.v1.WaitroomService`` over Redis (``waitroom api``)."""

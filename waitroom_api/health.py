@@ -1,0 +1,109 @@
+"""Health: the standard ``grpc.health.v1`` service and the contract's HealthCheck components.
+
+The standard service says whether this process takes traffic (SERVING while running,
+NOT_SERVING once draining), which is what load balancers and Kubernetes probes ask. The
+contract's HealthCheck also reports the dependencies: Redis, which every RPC needs, and Kafka,
+which the API never talks to (the admitter relays the outbox) but operators want to see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from grpc_health.v1 import health, health_pb2
+from redis.asyncio import Redis
+
+from shared.proto import waitroom_pb2
+from shared.settings import CommonSettings
+
+#: Full name of the contract's service, as health checks and reflection name it.
+SERVICE_NAME = waitroom_pb2.DESCRIPTOR.services_by_name["WaitroomService"].full_name
+
+PROBE_TIMEOUT = 1.0
+KAFKA_CACHE_SECONDS = 5.0
+
+
+@functools.cache
+def package_version() -> str:
+    try:
+        return version("ticketbottle-waitroom")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+async def standard_health() -> Any:
+    """The ``grpc.health.v1.Health`` servicer, SERVING for the server and our service."""
+    servicer = health.aio.HealthServicer()
+    for name in ("", SERVICE_NAME):
+        await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return servicer
+
+
+def _server_addresses(bootstrap: str) -> list[tuple[str, int]]:
+    addresses = []
+    for item in bootstrap.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if host and port.isdigit():
+            addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+class HealthProbe:
+    """Checks the dependencies for HealthCheck; the Kafka answer is cached for a few seconds."""
+
+    def __init__(self, redis: Redis, common: CommonSettings) -> None:
+        self.redis = redis
+        self.common = common
+        self.draining = False
+        self._kafka: tuple[float, str] | None = None
+        self._kafka_lock = asyncio.Lock()
+
+    async def redis_status(self) -> str:
+        try:
+            await asyncio.wait_for(self.redis.ping(), PROBE_TIMEOUT)
+        except Exception as exc:
+            return f"error: {exc or type(exc).__name__}"
+        return "ok"
+
+    async def kafka_status(self) -> str:
+        if not self.common.kafka_enabled:
+            return "disabled"
+        async with self._kafka_lock:  # one probe at a time, however many callers ask
+            cached = self._kafka
+            if cached is not None and time.monotonic() - cached[0] < KAFKA_CACHE_SECONDS:
+                return cached[1]
+            answer = await self._connect_any(_server_addresses(self.common.kafka_bootstrap_servers))
+            self._kafka = (time.monotonic(), answer)
+            return answer
+
+    @staticmethod
+    async def _connect_any(addresses: list[tuple[str, int]]) -> str:
+        """Answers "ok" when a TCP connection to any bootstrap server opens in time."""
+        if not addresses:
+            return "unreachable: no host:port in WAITROOM_KAFKA_BOOTSTRAP_SERVERS"
+        problems = []
+        for host, port in addresses:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), PROBE_TIMEOUT
+                )
+            except (OSError, TimeoutError) as exc:
+                problems.append(f"{host}:{port} {exc or type(exc).__name__}")
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return "ok"
+        return "unreachable: " + "; ".join(problems)
+
+    async def components(self) -> dict[str, str]:
+        redis_answer, kafka_answer = await asyncio.gather(self.redis_status(), self.kafka_status())
+        return {"redis": redis_answer, "kafka": kafka_answer}
+
+    def __repr__(self) -> str:
+        return f"HealthProbe(draining={self.draining}, kafka={self._kafka})"

@@ -1,0 +1,133 @@
+"""``waitroom.v1.WaitroomService``: the RPCs the TicketBottle gateway calls.
+
+Every state change is one Lua script call (``shared.scripts``); this module validates input,
+calls the script, and renders the answer. Failures become gRPC statuses in ``errors``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from grpc import aio
+
+from shared import metrics
+from shared.backoff import Outage
+from shared.ids import event_of_session, validate_id
+from shared.proto import waitroom_pb2 as pb
+from shared.proto import waitroom_pb2_grpc
+from shared.scripts import Scripts
+from shared.sessions import Status
+from shared.settings import CommonSettings
+from shared.timefmt import format_ms
+from waitroom_api.errors import streaming, unary, validate_text
+from waitroom_api.health import SERVICE_NAME, HealthProbe, package_version
+from waitroom_api.render import Renderer, session_state
+from waitroom_api.watcher import Fanout, Stream
+
+log = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[Any, Any]
+
+_LEAVE_MESSAGES = {
+    Status.QUEUED: "left the queue",
+    Status.READY: "left checkout; the slot is released and the checkout token revoked",
+}
+
+
+class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
+    """The contract's service on top of the scripts, the stream fan-out and the health probe."""
+
+    def __init__(
+        self,
+        scripts: Scripts,
+        fanout: Fanout,
+        renderer: Renderer,
+        probe: HealthProbe,
+        common: CommonSettings,
+    ) -> None:
+        self.scripts = scripts
+        self.fanout = fanout
+        self.renderer = renderer
+        self.probe = probe
+        self.common = common
+        self.redis_outage = Outage("Redis (API requests)", log)
+
+    @unary
+    async def JoinQueue(
+        self, request: pb.JoinQueueRequest, context: Context
+    ) -> pb.JoinQueueResponse:
+        user_id = validate_id("user_id", request.user_id)
+        event_id = validate_id("event_id", request.event_id)
+        # Checked so junk is refused early; the gateway sends them, the waitroom stores neither.
+        validate_text("user_agent", request.user_agent)
+        validate_text("ip_address", request.ip_address)
+        joined = await self.scripts.join(event_id, user_id)
+        if joined.created:
+            metrics.JOINS.labels(event_id).inc()
+        return pb.JoinQueueResponse(
+            session_id=joined.session_id,
+            position=joined.position,
+            queue_length=joined.queue_length,
+            queued_at=format_ms(joined.queued_ms),
+            expires_at=format_ms(joined.expires_ms),
+            websocket_url=self.renderer.websocket(event_id, joined.session_id),
+        )
+
+    @unary
+    async def GetQueueStatus(
+        self, request: pb.GetQueueStatusRequest, context: Context
+    ) -> pb.QueueStatusResponse:
+        session_id = request.session_id
+        event_id = event_of_session(session_id)
+        result = await self.scripts.status(event_id, [session_id])
+        state = session_state(event_id, result.sessions[0], result.queue_length, result.now_ms)
+        return self.renderer.queue_status(state)
+
+    @unary
+    async def LeaveQueue(
+        self, request: pb.LeaveQueueRequest, context: Context
+    ) -> pb.LeaveQueueResponse:
+        session_id = request.session_id
+        event_id = event_of_session(session_id)
+        outcome, status = await self.scripts.leave(event_id, session_id)
+        if outcome == "LEFT":
+            metrics.LEAVES.labels(event_id, "user_left").inc()
+            message = _LEAVE_MESSAGES.get(Status(status), "left")
+        elif outcome == "EXPIRED":
+            message = "the session had already expired; it is closed now"
+        else:
+            message = f"the session had already ended ({Status(status).name}); nothing to do"
+        return pb.LeaveQueueResponse(session_id=session_id, message=message)
+
+    @streaming
+    async def StreamQueuePosition(
+        self, request: pb.StreamPositionRequest, context: Context
+    ) -> AsyncIterator[pb.PositionUpdate]:
+        session_id = request.session_id
+        event_id = event_of_session(session_id)
+        # Watch first, then read: a change between the two is then caught by the watcher,
+        # and the stream drops whichever of the two reads is older.
+        with self.fanout.watch(Stream(event_id, session_id, self.renderer)) as stream:
+            result = await self.scripts.status(event_id, [session_id])
+            stream.offer(result.sessions[0], result.queue_length, result.now_ms)
+            async for update in stream.updates():
+                yield update
+
+    @unary
+    async def HealthCheck(
+        self, request: pb.HealthCheckRequest, context: Context
+    ) -> pb.HealthCheckResponse:
+        components = await self.probe.components()
+        serving = components["redis"] == "ok" and not self.probe.draining
+        return pb.HealthCheckResponse(
+            status="SERVING" if serving else "NOT_SERVING",
+            service="waitroom",
+            version=package_version(),
+            kafka_enabled=self.common.kafka_enabled,
+            components=components,
+        )
+
+    def __repr__(self) -> str:
+        return f"WaitroomServicer({SERVICE_NAME}, {self.fanout!r}, {self.redis_outage!r})"
