@@ -1,0 +1,52 @@
+"""``waitroom api``: run the gRPC front door."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import click
+
+from shared import metrics
+from shared import settings as settings_mod
+from shared.connections import configure_logging
+from waitroom_api.server import ApiServer, serve
+from waitroom_cli.common import RET_ERROR, RET_OK, RET_SETTINGS, fail
+
+log = logging.getLogger("waitroom_api")
+
+
+def _announce(server: ApiServer) -> None:
+    host = server.api.addr.rpartition(":")[0]
+    log.info(
+        "waitroom API listening on %s:%d (reflection and grpc.health.v1 on), Redis %s",
+        host,
+        server.port,
+        server.common.redis_url,
+    )
+
+
+@click.command()
+def api() -> None:
+    """Run the gRPC API (waitroom.v1.WaitroomService) until SIGTERM, then drain.
+
+    Settings come from WAITROOM_ variables (see `waitroom settings`); WAITROOM_API_ADDR says
+    where to listen.
+    """
+    try:
+        common = settings_mod.load(settings_mod.CommonSettings)
+        common.require_secret()
+        api_settings = settings_mod.load(settings_mod.ApiSettings)
+    except settings_mod.SettingsError as exc:
+        fail(str(exc), RET_SETTINGS)
+        return
+    configure_logging(common.log_level)
+    metrics.serve(common.metrics_port)
+    try:
+        asyncio.run(serve(common, api_settings, on_started=_announce))
+    except RuntimeError as exc:
+        # grpc reports a port it cannot bind as RuntimeError.
+        fail(f"cannot serve on {api_settings.addr}: {exc}", RET_ERROR)
+    log.info("waitroom API stopped")
+    sys.exit(RET_OK)

@@ -1,0 +1,133 @@
+"""Building, running and draining the gRPC server.
+
+Shutdown: the first SIGTERM (or SIGINT) marks the process NOT_SERVING, stops accepting calls,
+and gives calls in flight ``grace_seconds`` to finish (open position streams, which never
+finish on their own, are cancelled when the grace period ends); then Redis is closed and the
+process exits 0. A second signal cancels everything at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from shared.connections import redis_client
+from shared.proto import waitroom_pb2_grpc
+from shared.scripts import Scripts
+from shared.settings import ApiSettings, CommonSettings
+from waitroom_api.health import SERVICE_NAME, HealthProbe, standard_health
+from waitroom_api.interceptors import MetricsInterceptor
+from waitroom_api.render import Renderer
+from waitroom_api.servicer import WaitroomServicer
+from waitroom_api.watcher import Fanout
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+class ApiServer:
+    """One API process: the gRPC server, its Redis client and the stream fan-out."""
+
+    def __init__(self, common: CommonSettings, api: ApiSettings) -> None:
+        self.common = common
+        self.api = api
+        self.redis = redis_client(common, max_connections=api.redis_connections)
+        self.scripts = Scripts(self.redis)
+        self.fanout = Fanout(self.redis, self.scripts, api)
+        self.probe = HealthProbe(self.redis, common)
+        renderer = Renderer(common.require_secret(), api.checkout_url, api.websocket_url)
+        self.servicer = WaitroomServicer(self.scripts, self.fanout, renderer, self.probe, common)
+        self.server = aio.server(
+            interceptors=[MetricsInterceptor()],
+            options=[("grpc.so_reuseport", 1 if api.reuse_port else 0)],
+        )
+        self.port = 0
+        self._health: Any = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._signals = 0
+        self._signal_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        """Bind, start serving, and return the bound port."""
+        waitroom_pb2_grpc.add_WaitroomServiceServicer_to_server(self.servicer, self.server)
+        self._health = await standard_health()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        # grpc raises RuntimeError when it cannot bind.
+        self.port = self.server.add_insecure_port(self.api.addr)
+        await self.server.start()
+        self.fanout.start()
+        return self.port
+
+    async def stop(self, grace: float | None) -> None:
+        """Drain (``grace`` seconds, None: at once), then release Redis. Safe to call twice:
+        a later call with a shorter grace cuts the drain short."""
+        self.probe.draining = True
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop(grace))
+        else:
+            await self.server.stop(grace)
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float | None) -> None:
+        await self.server.stop(grace)
+        await self.fanout.close()
+        await self.redis.aclose()
+
+    def on_signal(self, signum: int) -> None:
+        """First signal: drain; second: stop at once."""
+        self._signals += 1
+        name = signal.Signals(signum).name
+        if self._signals == 1:
+            log.info("%s: draining for up to %gs", name, self.api.grace_seconds)
+            grace: float | None = self.api.grace_seconds
+        else:
+            log.warning("%s again: stopping now", name)
+            grace = None
+        # Held so the task cannot be garbage-collected before it ran.
+        task = asyncio.get_running_loop().create_task(self.stop(grace))
+        self._signal_tasks.add(task)
+        task.add_done_callback(self._signal_tasks.discard)
+
+    async def wait_stopped(self) -> None:
+        await self.server.wait_for_termination()
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+
+    def __repr__(self) -> str:
+        return f"ApiServer(port={self.port}, draining={self.probe.draining}, {self.servicer!r})"
+
+
+async def serve(
+    common: CommonSettings,
+    api: ApiSettings,
+    *,
+    on_started: Callable[[ApiServer], None] | None = None,
+) -> None:
+    """Run the API until SIGTERM/SIGINT, then drain and return."""
+    server = ApiServer(common, api)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.on_signal, signum)
+    try:
+        await server.start()
+        if on_started is not None:
+            on_started(server)
+        await server.wait_stopped()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        if server._stopping is None:
+            await server.stop(None)
