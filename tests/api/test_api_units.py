@@ -1,0 +1,49 @@
+"""Pure pieces of the API: URL templates, free-text validation, a session's visible state."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.errors import WaitroomError
+from shared.scripts import SessionView
+from shared.sessions import SessionRecord, Status
+from waitroom_api.errors import validate_text
+from waitroom_api.render import fill_url, session_state
+
+
+def record(status: Status, expires_ms: int = 10_000) -> SessionRecord:
+    return SessionRecord(status, "u1", 7, 1_000, expires_ms, 0, 0, 0, "")
+
+
+def test_urls_are_filled_and_escaped() -> None:
+    template = "https://x.test/{event_id}/c?s={session_id}&keep={other}"
+    assert fill_url(template, "a b/c", "s.1") == "https://x.test/a%20b%2Fc/c?s=s.1&keep={other}"
+    assert fill_url("", "e", "s") == ""
+
+
+@pytest.mark.parametrize("value", ["", "Mozilla/5.0 (X11; Linux)", "2001:db8::1", "é" * 1024])
+def test_free_text_within_limits_is_accepted(value: str) -> None:
+    assert validate_text("user_agent", value) == value
+
+
+@pytest.mark.parametrize("value", ["a" * 1025, "tab\there", "del\x7f", "nul\x00"])
+def test_free_text_beyond_limits_is_refused(value: str) -> None:
+    with pytest.raises(WaitroomError, match="WTR007 - user_agent"):
+        validate_text("user_agent", value)
+
+
+def test_a_queued_session_past_its_lifetime_shows_as_expired() -> None:
+    view = SessionView("s", record(Status.QUEUED, expires_ms=5_000), rank=2)
+    assert session_state("e", view, 9, now_ms=4_999).key == (Status.QUEUED, 3)
+    assert session_state("e", view, 9, now_ms=5_000).key == (Status.EXPIRED, 0)
+
+
+def test_admitted_and_finished_sessions_have_no_position() -> None:
+    for status in (Status.READY, Status.COMPLETED, Status.CANCELLED):
+        view = SessionView("s", record(status, expires_ms=0), rank=-1)
+        assert session_state("e", view, 4, now_ms=1).key == (status, 0)
+
+
+def test_an_unknown_session_is_wtr001() -> None:
+    with pytest.raises(WaitroomError, match="WTR001"):
+        session_state("e", SessionView("s", None, -1), 0, now_ms=1)
