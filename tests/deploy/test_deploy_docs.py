@@ -34,6 +34,9 @@ READERS = {
     settings_mod.ConsumerSettings: "consumer",
 }
 
+# Common settings that only some processes use.
+READ_BY_FEWER = {"WAITROOM_JWT_SECRET": "api, admitter"}
+
 
 def _cli_settings() -> list[dict[str, str]]:
     """What the installed command prints, the source of the table."""
@@ -49,6 +52,7 @@ def settings_table() -> str:
     readers = {
         name: who for cls, who in READERS.items() for name, _, _ in settings_mod.describe(cls)
     }
+    readers.update(READ_BY_FEWER)
     lines = [
         BEGIN,
         "| Variable | Default | Read by | Meaning |",
