@@ -46,6 +46,8 @@ def admitter(ctx: click.Context) -> None:
         fail(str(exc), RET_SETTINGS)
         return
     configure_logging(common.log_level)
+    # kafka-python logs every failed reconnect; the relay logs an outage once, start and end.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     metrics.serve(common.metrics_port)
     worker = Admitter(common, tuning, settings, replica_id=settings.replica_id)
     asyncio.run(worker.run(handle_signals=True))

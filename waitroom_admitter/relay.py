@@ -15,6 +15,7 @@ import concurrent.futures
 import functools
 import logging
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -72,6 +73,39 @@ class KafkaThread:
 def entry_ms(entry: outbox.OutboxEntry) -> int:
     """When an entry was recorded: a stream id's first part is Redis's time in ms."""
     return int(entry.entry_id.split(b"-", 1)[0])
+
+
+def probe(bootstrap_servers: str, timeout: float) -> None:
+    """Raise ConnectionError unless some bootstrap server accepts a TCP connection."""
+    errors = []
+    for server in filter(None, (s.strip() for s in bootstrap_servers.split(","))):
+        host, _, port = server.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), min(timeout, 2.0)):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{server}: {exc}")
+    raise ConnectionError("no Kafka bootstrap server reachable: " + "; ".join(errors))
+
+
+def _abandon(producer: Any) -> None:
+    """Close a producer whose records may be stuck on a broker that went away.
+
+    kafka-python's ``close()`` flushes first, and a flush of stuck records times out and leaves
+    the producer half closed (its I/O thread running, its finaliser raising later). Stopping
+    the I/O thread without sending fails the stuck records (they are still in the outbox), and
+    the close then completes.
+    """
+    try:
+        producer.close(timeout=0)
+        return
+    except Exception:
+        sender = getattr(producer, "_sender", None)
+        if sender is None:
+            raise
+    sender.force_close()
+    sender.join(5)
+    producer.close(timeout=0)
 
 
 class Relay:
@@ -187,6 +221,9 @@ class Relay:
     def _produce(self, entries: list[outbox.OutboxEntry]) -> None:
         """Send a batch and wait for every acknowledgement (runs on the Kafka thread)."""
         if self._producer is None:
+            # kafka-python waits up to 30 s to bootstrap from a dead address; a plain connect
+            # finds out at once, so a retry during an outage costs milliseconds.
+            probe(self.common.kafka_bootstrap_servers, self.tuning.request_timeout_ms / 1000)
             # Created afresh after every failure: a broker that came back empty does not know
             # the old idempotent producer id, and a new one starts clean.
             ensure_topics(self.common, dict.fromkeys(messages.PRODUCED_TOPICS, TOPIC_PARTITIONS))
@@ -213,8 +250,8 @@ class Relay:
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                await self._thread.call(lambda: producer.close(timeout=0))
-            except Exception as exc:  # closing a broken producer may fail; it is dropped anyway
+                await self._thread.call(functools.partial(_abandon, producer))
+            except Exception as exc:  # it is dropped either way
                 log.debug("closing the Kafka producer failed: %s", exc)
 
     async def close(self) -> None:

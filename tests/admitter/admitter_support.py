@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import shutil
 import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +19,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared import keys
 from shared.connections import ensure_topics
 from shared.events import EventConfig, EventStore
 from shared.scripts import Scripts
+from shared.sessions import Status
 from shared.settings import CommonSettings
+from shared.token import verify_signature
 from waitroom_admitter.relay import TOPIC_PARTITIONS
 
 WAITROOM = shutil.which("waitroom") or "waitroom"
@@ -100,6 +105,17 @@ class Admitters:
                 admitter.proc.wait()
 
 
+def import_kafka() -> None:
+    """Import kafka-python with its import-time DeprecationWarning silenced.
+
+    Part of it is attributed to importlib rather than kafka, so pytest's filter for kafka does
+    not catch it, and the warnings filters cannot be changed safely from a thread.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import kafka  # noqa: F401
+
+
 @dataclass(frozen=True)
 class Message:
     topic: str
@@ -140,6 +156,7 @@ class TopicReader:
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, daemon=True)
+        import_kafka()
 
     def __enter__(self) -> TopicReader:
         self._thread.start()
@@ -154,33 +171,11 @@ class TopicReader:
         self._thread.join(10)
 
     def _run(self) -> None:
-        # Imported here: importing kafka warns, and conftest imports this module before
-        # pytest's warning filters apply.
-        from kafka import KafkaConsumer
-
         try:
-            # Created the way the admitter creates them, so the tap can start before it.
-            settings = CommonSettings(kafka_bootstrap_servers=self.bootstrap)
-            ensure_topics(settings, dict.fromkeys(self.topics, TOPIC_PARTITIONS))
-            consumer = KafkaConsumer(
-                bootstrap_servers=[self.bootstrap],
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=10,
-                request_timeout_ms=5000,
-            )
+            consumer = self._open()
         except BaseException as exc:
             self._error = exc
             self._ready.set()
-            return
-        try:
-            parts = [tp for t in self.topics for tp in _partitions(consumer, t, 20)]
-            consumer.assign(parts)
-            consumer.seek_to_beginning(*parts)
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            consumer.close()
             return
         self._ready.set()
         key = self.event_id.encode()
@@ -188,23 +183,47 @@ class TopicReader:
             while not self._stop.is_set():
                 for records in consumer.poll(timeout_ms=50).values():
                     for record in records:
-                        if record.key != key:
-                            continue
-                        headers = dict(record.headers or [])
-                        body = json.loads(record.value)
-                        message = Message(
-                            record.topic,
-                            record.partition,
-                            record.offset,
-                            body["message_id"],
-                            headers.get("message_id", b"").decode(),
-                            body,
-                        )
-                        self.messages.append(message)
-                        if self.on_message is not None:
-                            self.on_message(message)
+                        if record.key == key:
+                            self._take(record)
         finally:
             consumer.close()
+
+    def _open(self) -> Any:
+        from kafka import KafkaConsumer
+
+        # Created the way the admitter creates them, so the tap can start before it.
+        settings = CommonSettings(kafka_bootstrap_servers=self.bootstrap)
+        ensure_topics(settings, dict.fromkeys(self.topics, TOPIC_PARTITIONS))
+        consumer = KafkaConsumer(
+            bootstrap_servers=[self.bootstrap],
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=10,
+            request_timeout_ms=5000,
+        )
+        try:
+            parts = [tp for t in self.topics for tp in _partitions(consumer, t, 20)]
+            consumer.assign(parts)
+            consumer.seek_to_beginning(*parts)
+        except BaseException:
+            consumer.close()
+            raise
+        return consumer
+
+    def _take(self, record: Any) -> None:
+        headers = dict(record.headers or [])
+        body = json.loads(record.value)
+        message = Message(
+            record.topic,
+            record.partition,
+            record.offset,
+            body["message_id"],
+            headers.get("message_id", b"").decode(),
+            body,
+        )
+        self.messages.append(message)
+        if self.on_message is not None:
+            self.on_message(message)
 
     def distinct(self, topic: str) -> dict[str, Message]:
         """First copy of each message id on ``topic``, in the order they arrived."""
@@ -219,3 +238,79 @@ class TopicReader:
 def topic_reader(bootstrap: str, topics: list[str], event_id: str) -> Iterator[TopicReader]:
     with TopicReader(bootstrap, topics, event_id) as reader:
         yield reader
+
+
+class CheckoutService:
+    """Plays the order service: takes each ``queue.ready`` once (by message id), checks its
+    token, and finishes the session after a short random delay so the next user gets in."""
+
+    def __init__(
+        self, scripts: Scripts, event_id: str, secret: str, delay: tuple[float, float]
+    ) -> None:
+        self.scripts = scripts
+        self.event_id = event_id
+        self.secret = secret
+        self.delay = delay
+        self.finished: list[str] = []
+        self.bad_tokens: list[str] = []
+        self._seen: set[str] = set()
+        self._inbox: asyncio.Queue[Message] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def attach(self, reader: TopicReader) -> None:
+        loop = asyncio.get_running_loop()
+        reader.on_message = lambda m: loop.call_soon_threadsafe(self._inbox.put_nowait, m)
+
+    async def run(self, total: int, timeout: float) -> None:
+        """Serve until ``total`` sessions finished checkout."""
+        deadline = time.monotonic() + timeout
+        while len(self.finished) < total:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"only {len(self.finished)} of {total} got through checkout")
+            try:
+                message = await asyncio.wait_for(self._inbox.get(), min(remaining, 0.5))
+            except TimeoutError:
+                continue
+            if message.topic != "queue.ready" or message.message_id in self._seen:
+                continue
+            self._seen.add(message.message_id)
+            verdict = verify_signature(self.secret, message.body["checkout_token"])
+            claims = verdict.claims
+            if not (
+                verdict.valid
+                and claims is not None
+                and claims.session_id == message.body["session_id"]
+                and claims.user_id == message.body["user_id"]
+                and claims.event_id == self.event_id
+            ):
+                self.bad_tokens.append(message.body["session_id"])
+            task = asyncio.create_task(self._finish(message.body["session_id"]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, session_id: str) -> None:
+        await asyncio.sleep(random.uniform(*self.delay))
+        outcome = await self.scripts.finish(self.event_id, session_id, Status.COMPLETED, "done")
+        if outcome == "DONE":
+            self.finished.append(session_id)
+
+
+async def sample_checkout(redis: Redis, event_id: str, stop: asyncio.Event) -> list[int]:
+    """The number of users in checkout, read every 2 ms until ``stop``."""
+    samples = []
+    while not stop.is_set():
+        samples.append(int(await redis.zcard(keys.checkout(event_id))))
+        await asyncio.sleep(0.002)
+    return samples
+
+
+async def heartbeats(redis: Redis) -> dict[str, dict[str, Any]]:
+    raw = await redis.hgetall(keys.ADMITTER_HEARTBEATS)
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+async def lock_owner(redis: Redis, event_id: str) -> str | None:
+    """The replica holding the event's lock (its token starts with the replica id)."""
+    token = await redis.get(keys.lock(event_id))
+    return token.decode().split(":", 1)[0] if token else None

@@ -1,0 +1,84 @@
+"""The admitter process: SIGTERM drains and releases, the check command, bad settings."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+
+from admitter_support import WAITROOM, Admitters, create_event, join_users, lock_owner, wait_for
+from redis.asyncio import Redis
+
+from shared import keys
+from shared.scripts import Scripts
+
+RET_SETTINGS, RET_INVALID = 3, 4
+
+
+def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [WAITROOM, "admitter", "check", "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_sigterm_mid_run_exits_zero_within_grace_and_releases_the_lock(
+    admitters: Admitters, redis_url: str, event_id: str
+) -> None:
+    grace = 5.0
+    admitter = admitters.start("term", WAITROOM_ADMITTER_GRACE_SECONDS=str(grace))
+
+    async def body() -> None:
+        redis = Redis.from_url(redis_url)
+        scripts = Scripts(redis)
+        # A slow rate keeps it busy admitting when the signal comes.
+        await create_event(redis, event_id, max_concurrent=1000, rate=20)
+        await join_users(scripts, event_id, 200)
+
+        async def owned() -> bool:
+            return await lock_owner(redis, event_id) == "term"
+
+        await wait_for(owned, 30, "the admitter to take the event")
+
+        async def admitting() -> bool:
+            return await redis.zcard(keys.checkout(event_id)) >= 20
+
+        await wait_for(admitting, 30, "admissions to start")
+        healthy = check(admitters.env, "--replica", "term")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        report = json.loads(healthy.stdout)
+        assert report["healthy"] is True
+        assert [r["replica"] for r in report["replicas"]] == ["term"]
+        assert check(admitters.env, "--replica", "someone-else").returncode == RET_INVALID
+
+        started = time.monotonic()
+        assert admitter.terminate(grace + 5) == 0, admitter.log()
+        assert time.monotonic() - started < grace
+        assert await redis.exists(keys.lock(event_id)) == 0
+        # Everything admitted before the stop was relayed on the way out.
+        assert await redis.xlen(keys.outbox(event_id)) == 0
+        # A clean stop takes its heartbeat along: nothing claims to be alive.
+        assert check(admitters.env).returncode == RET_INVALID
+        await redis.aclose()
+
+    asyncio.run(body())
+    assert "Traceback" not in admitter.log()
+
+
+def test_bad_settings_stop_at_start_naming_the_variable(admitters: Admitters) -> None:
+    cases = {
+        "WAITROOM_ADMITTER_LOCK_TTL_MS": "soon",
+        "WAITROOM_ADMITTER_SWEEP_SECONDS": "0",
+        "WAITROOM_JWT_SECRET": "short",
+    }
+    for variable, value in cases.items():
+        env = dict(admitters.env, **{variable: value})
+        result = subprocess.run(
+            [WAITROOM, "admitter"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == RET_SETTINGS, (variable, result.stderr)
+        assert variable in result.stderr
