@@ -79,15 +79,18 @@ def dev() -> None:
 )
 @click.option("--free-ports", is_flag=True, help="Pick free ports for everything instead.")
 def up(state_dir: Path, **options: Any) -> None:
-    """Start everything and stay in the foreground; Ctrl-C or SIGTERM stops it all."""  # fmt: skip
-    stack = DevStack(StackOptions(state_dir=state_dir, **options), say=click.echo)
+    """Start everything and stay in the foreground; Ctrl-C or SIGTERM stops it all."""
+    stack = DevStack(StackOptions(state_dir=state_dir, **options))
     existing = StackState.load(state_dir)
     if existing is not None and is_ours(existing.pid, "waitroom"):
-        fail(f"a dev stack already runs from {state_dir} (pid {existing.pid}); "
-             f"stop it with `waitroom dev down --state-dir {state_dir}`")  # fmt: skip
+        hint = f"stop it with `waitroom dev down --state-dir {state_dir}`"
+        fail(f"a dev stack already runs from {state_dir} (pid {existing.pid}); {hint}")
     if existing is not None:
         click.echo(f"cleaning up what an earlier stack (pid {existing.pid}) left running")
-        stop_stack(existing, timeout=15)
+        try:
+            stop_stack(existing, timeout=15)
+        except StackError as exc:
+            fail(str(exc))
 
     stop = threading.Event()
     signals = 0
@@ -130,11 +133,17 @@ def ready_banner(stack: DevStack, state: StackState) -> str:
         f"    {name:<12} http://127.0.0.1:{port}/metrics" for name, port in state.metrics.items()
     )
     pids = ", ".join(f"{name} {pid}" for name, pid in stack.program_pids.items())
-    here = [] if Path(state.state_dir) == DEFAULT_STATE_DIR.resolve() else [
-        "--state-dir", state.state_dir
-    ]  # fmt: skip
-    where = " ".join(here)
+    where = (
+        ""
+        if Path(state.state_dir) == DEFAULT_STATE_DIR.resolve()
+        else (f" --state-dir {state.state_dir}")
+    )
     join = f'{{"user_id":"user1","event_id":"{opts.event_id}"}}'
+    secret = ""
+    if stack.secret_path.exists():
+        secret = f' WAITROOM_JWT_SECRET="$(cat {stack.secret_path})"'
+    exports = f"WAITROOM_REDIS_URL={state.redis_url} "
+    exports += f"WAITROOM_KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}{secret}"
     return f"""\
 waitroom dev stack is ready (state and logs in {state.state_dir})
   gRPC API       {state.api_target}
@@ -147,10 +156,10 @@ waitroom dev stack is ready (state and logs in {state.state_dir})
   processes      {pids} (supervisord {state.supervisord_pid}; conf {state.conf})
 Try it:
   grpcurl -plaintext -d '{join}' {state.api_target} waitroom.v1.WaitroomService/JoinQueue
-  waitroom simulate {where} --users 1000        # rehearse a sale
-  waitroom dev status {where}                   # from another terminal
-  export WAITROOM_REDIS_URL={state.redis_url} WAITROOM_KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}
-      # then `waitroom event list`, `waitroom checkout complete SESSION_ID`, ...
+  waitroom simulate{where} --users 1000      # rehearse a sale
+  waitroom dev status{where}                 # from another terminal
+  export {exports}
+      # then `waitroom event list`, `waitroom checkout complete SESSION_ID`, `waitroom token verify`
 Ctrl-C stops everything."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from shared.connections import redis_client
 from shared.events import EventConfig, EventStore
@@ -87,6 +88,7 @@ class RunData:
     samples: list[Sample]
     max_in_checkout: int
     sample_count: int
+    redis_errors: int
     crowd: Crowd
     stand_in: CheckoutStandIn
 
@@ -118,6 +120,7 @@ class Simulation:
         self.samples: list[Sample] = []
         self.max_in_checkout = 0
         self.sample_count = 0
+        self.redis_errors = 0
         self.in_checkout = 0
         self._started = 0.0
 
@@ -141,9 +144,14 @@ class Simulation:
             rng=self.rng,
         )
         stand_in = CheckoutStandIn(
-            common, config.kafka, config.event_id, f"sim-{self.run_id}-", config.plan,
-            random.Random(self.rng.random()), crowd.ready_at,
-        )  # fmt: skip
+            common,
+            config.kafka,
+            config.event_id,
+            f"sim-{self.run_id}-",
+            config.plan,
+            random.Random(self.rng.random()),
+            crowd.ready_at,
+        )
         try:
             event = await self._prepare(redis, crowd, stand_in)
             scripts = Scripts(redis)
@@ -161,19 +169,32 @@ class Simulation:
                     task.cancel()
                 await asyncio.gather(*background, return_exceptions=True)
             ended = time.time()
-            records = await self._records(scripts)
+            try:
+                records = await self._records(scripts)
+            except (RedisError, OSError) as exc:
+                raise SimulationError(f"cannot read the session records back: {exc}") from None
         finally:
             await asyncio.to_thread(stand_in.stop)
             await crowd.close()
             await redis.aclose()
         return RunData(
-            config, self.run_id, event, self._started, ended, self.traces, records,
-            self.samples, self.max_in_checkout, self.sample_count, crowd, stand_in,
-        )  # fmt: skip
+            config,
+            self.run_id,
+            event,
+            self._started,
+            ended,
+            self.traces,
+            records,
+            self.samples,
+            self.max_in_checkout,
+            self.sample_count,
+            self.redis_errors,
+            crowd,
+            stand_in,
+        )
 
     async def _prepare(self, redis: Redis, crowd: Crowd, stand_in: CheckoutStandIn) -> EventConfig:
         from grpc import aio
-        from redis.exceptions import RedisError
 
         from shared.errors import WaitroomError
 
@@ -220,7 +241,9 @@ class Simulation:
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.time()))
         crowd.stopping.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for result in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(result, Exception):  # a bug in the simulator: show it in the report
+                crowd.stats.errors[f"simulator {type(result).__name__}: {result}"] += 1
 
     async def _settle(self) -> None:
         """Wait until every admitted user's checkout has ended, or the time is up."""
@@ -233,15 +256,22 @@ class Simulation:
     def _unfinished(self) -> list[str]:
         """Admitted sessions whose checkout has not ended yet, as far as we know."""
         return [
-            t.session_id for t in self.traces
+            t.session_id
+            for t in self.traces
             if t.ready_at is not None and t.session_id not in self.final
-        ]  # fmt: skip
+        ]
 
     async def _track(self, scripts: Scripts) -> None:
         while True:
             pending = self._unfinished()
             for i in range(0, len(pending), STATUS_BATCH):
-                result = await scripts.status(self.config.event_id, pending[i : i + STATUS_BATCH])
+                try:
+                    result = await scripts.status(
+                        self.config.event_id, pending[i : i + STATUS_BATCH]
+                    )
+                except (RedisError, OSError):
+                    self.redis_errors += 1
+                    break
                 for view in result.sessions:
                     if view.record is not None and view.record.status.terminal:
                         self.final[view.session_id] = view.record
@@ -250,8 +280,13 @@ class Simulation:
     async def _sample(self, scripts: Scripts) -> None:
         next_point = 0.0
         while True:
-            # The status script with no sessions is one cheap read of both figures.
-            figures = await scripts.status(self.config.event_id, [])
+            try:
+                # The status script with no sessions is one cheap read of both figures.
+                figures = await scripts.status(self.config.event_id, [])
+            except (RedisError, OSError):
+                self.redis_errors += 1  # a gap in the samples; the records still check the cap
+                await asyncio.sleep(SAMPLE_SECONDS)
+                continue
             queue_length, in_checkout = figures.queue_length, figures.in_checkout
             self.sample_count += 1
             self.in_checkout = int(in_checkout)

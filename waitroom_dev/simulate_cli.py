@@ -168,7 +168,7 @@ def simulate(
 
     Exits 0 when the run is clean (no FIFO violation, never over the checkout cap, nobody
     lost), 4 otherwise.
-    """  # fmt: skip
+    """
     from shared.settings import CommonSettings
     from waitroom_dev.simulate import Simulation, SimulationConfig, SimulationError
     from waitroom_dev.simulate_checkout import CheckoutPlan

@@ -145,7 +145,7 @@ class UserOutcome:
     user_id: str
     join_sent_s: float
     ready_seen_s: float | None
-    settled: bool  # the client saw READY or a final status
+    saw_final: bool  # the client saw a final status (COMPLETED, FAILED, EXPIRED, CANCELLED)
     status: int  # the server's final status (0 when the record is gone)
     ticket: int
     queued_ms: int
@@ -163,6 +163,15 @@ class Sample:
 
 
 _TERMINAL = {5, 6, 7, 8}  # COMPLETED, FAILED, EXPIRED, CANCELLED
+
+
+def is_lost(outcome: UserOutcome) -> bool:
+    """Joined, and never told how the wait ended: never saw READY, and did not see the final
+    status of a session that was never admitted. A user admitted without seeing READY missed
+    their turn, which is as bad as being dropped."""
+    if outcome.ready_seen_s is not None:
+        return False
+    return not (outcome.saw_final and not outcome.admitted_ms)
 
 
 def waiters(outcomes: Iterable[UserOutcome]) -> list[Waiter]:

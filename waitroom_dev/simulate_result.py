@@ -108,6 +108,7 @@ def build(data: RunData) -> dict[str, Any]:
             "max_sampled": data.max_in_checkout,
             "max_from_records": peak_records,
             "samples": data.sample_count,
+            "redis_errors": data.redis_errors,
         },
         "wait_seconds": Summary.of(
             o.ready_seen_s - o.join_sent_s for o in joined if o.ready_seen_s is not None

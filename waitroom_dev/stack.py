@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,9 +137,8 @@ def api_healthy(target: str, timeout: float = 1.0) -> bool:
 class DevStack:
     """Redis, the broker and supervisord with the waitroom's processes, owned by this process."""
 
-    def __init__(self, options: StackOptions, say: Callable[[str], None]) -> None:
+    def __init__(self, options: StackOptions) -> None:
         self.options = options
-        self.say = say
         self.state_dir = options.state_dir.resolve()
         self.hurry = threading.Event()  # a second signal: stop without waiting for drains
         self.redis: Service | None = None
@@ -155,6 +153,11 @@ class DevStack:
         running = sum(1 for pid in self.program_pids.values() if alive(pid))
         return f"DevStack(state_dir={str(self.state_dir)!r}, programs_running={running})"
 
+    @property
+    def secret_path(self) -> Path:
+        """Where a generated JWT secret is kept (absent when WAITROOM_JWT_SECRET was given)."""
+        return self.state_dir / "jwt-secret"
+
     # --- start ----------------------------------------------------------------------------
 
     def start(self) -> StackState:
@@ -166,7 +169,11 @@ class DevStack:
             self.kafka = broker_service(self.state_dir, ports.kafka).start()
         except ServiceError as exc:
             raise StackError(str(exc)) from None
-        secret = os.environ.get("WAITROOM_JWT_SECRET") or secrets.token_urlsafe(32)
+        secret = os.environ.get("WAITROOM_JWT_SECRET", "")
+        if not secret:
+            secret = secrets.token_urlsafe(32)
+            # Operator commands (`waitroom token verify`) need it too; the banner says where.
+            _write_private(self.secret_path, secret + "\n")
         common = CommonSettings(
             redis_url=f"redis://127.0.0.1:{ports.redis}/0",
             kafka_bootstrap_servers=f"127.0.0.1:{ports.kafka}",
@@ -179,8 +186,7 @@ class DevStack:
         self._create_event(common)
         conf = self.state_dir / "supervisord.conf"
         programs = self._programs(common, ports)
-        conf.write_text(supervise.render_conf(self.state_dir, programs), "utf-8")
-        conf.chmod(0o600)  # it holds the JWT secret
+        _write_private(conf, supervise.render_conf(self.state_dir, programs))  # holds the secret
         self.supervisord = self._start_supervisord(conf)
         self.state = StackState(
             pid=os.getpid(),
@@ -248,6 +254,8 @@ class DevStack:
             kind = name.partition("-")[0]
             priority = {"consumer": 10, "admitter": 20, "api": 30}[kind]
             env = {**base, "WAITROOM_METRICS_PORT": str(ports.metrics[name])}
+            if kind == "consumer":
+                del env["WAITROOM_JWT_SECRET"]  # it never signs or checks a token
             programs.append(supervise.Program(name, [exe, kind], env, priority, stop_wait))
         return programs
 
@@ -357,6 +365,14 @@ class DevStack:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
         wait_gone(leftovers, 5.0)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read, from the first byte on."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
 
 
 def _env(name: str, default: object) -> str:

@@ -51,11 +51,17 @@ def collect(state: StackState) -> dict[str, Any]:
     parts: dict[str, dict[str, Any]] = {
         "dev_up": {"pid": state.pid, "alive": alive(state.pid)},
         "supervisord": {"pid": state.supervisord_pid, "alive": supervisor_answers},
-        "redis": {"pid": state.redis_pid, "url": state.redis_url,
-                  "alive": _redis_answers(state.redis_url)},
-        "kafka": {"pid": state.kafka_pid, "bootstrap": state.bootstrap,
-                  "alive": _port_answers(state.bootstrap)},
-    }  # fmt: skip
+        "redis": {
+            "pid": state.redis_pid,
+            "url": state.redis_url,
+            "alive": _redis_answers(state.redis_url),
+        },
+        "kafka": {
+            "pid": state.kafka_pid,
+            "bootstrap": state.bootstrap,
+            "alive": _port_answers(state.bootstrap),
+        },
+    }
     healthy = all(p["alive"] for p in parts.values()) and bool(processes)
     healthy = healthy and all(p["state"] == "RUNNING" for p in processes)
     return {

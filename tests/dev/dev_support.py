@@ -30,14 +30,21 @@ class DevUp:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [waitroom_command(), "dev", "up", "--free-ports", "--state-dir", str(state_dir),
-             *options],
+            [
+                waitroom_command(),
+                "dev",
+                "up",
+                "--free-ports",
+                "--state-dir",
+                str(state_dir),
+                *options,
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
             env=clean_env(),
-        )  # fmt: skip
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -101,8 +108,11 @@ def status(state_dir: Path) -> tuple[int, dict[str, Any]]:
 
 def stack_pids(state: StackState, report: dict[str, Any]) -> dict[str, int]:
     """Every process the stack started: services, supervisord and its programs."""
-    pids = {"redis": state.redis_pid, "kafka": state.kafka_pid,
-            "supervisord": state.supervisord_pid}  # fmt: skip
+    pids = {
+        "redis": state.redis_pid,
+        "kafka": state.kafka_pid,
+        "supervisord": state.supervisord_pid,
+    }
     pids |= {p["name"]: p["pid"] for p in report["processes"]}
     return pids
 

@@ -53,9 +53,11 @@ def test_a_long_state_dir_moves_the_socket_to_the_temp_dir(tmp_path: Path) -> No
 
 def test_free_ports_are_distinct_and_named_per_program(tmp_path: Path) -> None:
     ports = choose_ports(StackOptions(state_dir=tmp_path, admitters=3, free_ports=True))
-    assert list(ports.metrics) == program_names(3) == [
-        "api", "admitter-1", "admitter-2", "admitter-3", "consumer"
-    ]  # fmt: skip
+    assert (
+        list(ports.metrics)
+        == program_names(3)
+        == ["api", "admitter-1", "admitter-2", "admitter-3", "consumer"]
+    )
     every = [ports.redis, ports.kafka, ports.api, *ports.metrics.values()]
     assert len(set(every)) == len(every)
 
