@@ -235,7 +235,7 @@ def _gather(queue: Any, procs: list[Any], timeout: float) -> list[Any]:
 
 
 def run(
-    plan: Plan, processes: int, during: Callable[[], None] | None = None, timeout: float = 120
+    plan: Plan, processes: int, during: Callable[[], object] | None = None, timeout: float = 120
 ) -> LoadResult:
     """Run ``plan`` in ``processes`` client processes; ``during`` is called once all of them
     have warmed up, just as the measured window starts (to start server-side CPU counters)."""

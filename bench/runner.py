@@ -10,6 +10,9 @@ from pathlib import Path
 
 from redis import Redis
 
+from bench import load
+from bench.cpu import CpuWindow
+from bench.load import LoadResult, Plan
 from bench.report import Row
 
 
@@ -57,3 +60,19 @@ def wait_until(
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(interval)
+
+
+def drive(plan: Plan, processes: int, pids: dict[str, int]) -> tuple[LoadResult, CpuWindow]:
+    """Run the load ``plan``, counting the CPU of ``pids`` (server, Redis) meanwhile."""
+    window = CpuWindow(pids)
+    result = load.run(plan, processes, during=window.start)
+    window.stop()
+    return result, window
+
+
+def cpu_notes(window: CpuWindow, client_cpu: float) -> dict[str, float]:
+    """Cores busy per watched process, and what else (other work on the machine) took."""
+    assert window.cores is not None
+    notes = {f"{name}_cpu": round(cores, 2) for name, cores in window.cores.items()}
+    notes["other_cpu"] = round(window.others([*window.cores.values(), client_cpu]), 2)
+    return notes
