@@ -142,13 +142,15 @@ def ready_banner(stack: DevStack, state: StackState) -> str:
     secret = ""
     if stack.secret_path.exists():
         secret = f' WAITROOM_JWT_SECRET="$(cat {stack.secret_path})"'
+    topics = f"topics {', '.join(stack.topics_created) or 'already there'}; "
+    topics += f"{opts.partitions} partitions each"
     exports = f"WAITROOM_REDIS_URL={state.redis_url} "
     exports += f"WAITROOM_KAFKA_BOOTSTRAP_SERVERS={state.bootstrap}{secret}"
     return f"""\
 waitroom dev stack is ready (state and logs in {state.state_dir})
   gRPC API       {state.api_target}
   Redis          {state.redis_url}
-  Kafka          {state.bootstrap}
+  Kafka          {state.bootstrap}  ({topics})
   demo event     {opts.event_id}: {opts.max_concurrent} in checkout at once, \
 {opts.rate:g} admitted/s, {opts.checkout_ttl:g} s checkout slot
   metrics

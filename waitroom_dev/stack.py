@@ -179,15 +179,6 @@ class DevStack:
             kafka_bootstrap_servers=f"127.0.0.1:{ports.kafka}",
             jwt_secret=secret,
         )
-        consumer = settings_mod.load(ConsumerSettings)
-        self.topics_created = ensure_topics(
-            common, default_topics(consumer, self.options.partitions)
-        )
-        self._create_event(common)
-        conf = self.state_dir / "supervisord.conf"
-        programs = self._programs(common, ports)
-        _write_private(conf, supervise.render_conf(self.state_dir, programs))  # holds the secret
-        self.supervisord = self._start_supervisord(conf)
         self.state = StackState(
             pid=os.getpid(),
             state_dir=str(self.state_dir),
@@ -197,13 +188,23 @@ class DevStack:
             redis_pid=self.redis.pid or 0,
             bootstrap=common.kafka_bootstrap_servers,
             kafka_pid=self.kafka.pid or 0,
-            supervisord_pid=self.supervisord.pid,
-            conf=str(conf),
+            supervisord_pid=0,
+            conf=str(self.state_dir / "supervisord.conf"),
             socket=str(supervise.socket_path(self.state_dir)),
             metrics=dict(ports.metrics),
             kafka_client={k: int(_env(k, v)) for k, v in DEV_KAFKA_CLIENT.items()},
             started_ms=now_ms(),
         )
+        self.state.save()  # from here on, `dev down` can find whatever is running
+        self.topics_created = ensure_topics(
+            common, default_topics(settings_mod.load(ConsumerSettings), self.options.partitions)
+        )
+        self._create_event(common)
+        conf = Path(self.state.conf)
+        programs = self._programs(common, ports)
+        _write_private(conf, supervise.render_conf(self.state_dir, programs))  # holds the secret
+        self.supervisord = self._start_supervisord(conf)
+        self.state.supervisord_pid = self.supervisord.pid
         self.state.save()
         return self.state
 

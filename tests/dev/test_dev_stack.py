@@ -24,7 +24,7 @@ CAP = 150
 def test_dev_up_runs_a_clean_rehearsal_and_stops_everything(tmp_path: Path) -> None:
     state_dir = tmp_path / "stack"
     stack = DevUp(
-        state_dir, "--max-concurrent", str(CAP), "--rate", "1000", "--checkout-ttl", "10",
+        state_dir, "--max-concurrent", str(CAP), "--rate", "1000", "--checkout-ttl", "20",
         "--admitters", "2",
     )  # fmt: skip
     try:
@@ -45,8 +45,8 @@ def test_dev_up_runs_a_clean_rehearsal_and_stops_everything(tmp_path: Path) -> N
         plot = tmp_path / "rehearsal.png"
         sim = waitroom(
             "simulate", "--state-dir", str(state_dir), "--users", str(USERS),
-            "--arrival", "ramp", "--rate", "500", "--mode", "mixed", "--poll-interval", "1",
-            "--complete", "0.85", "--fail", "0.1", "--checkout-delay", "0.05", "0.3",
+            "--arrival", "ramp", "--rate", "500", "--mode", "mixed",
+            "--complete", "0.88", "--fail", "0.1", "--checkout-delay", "0.05", "0.3",
             "--seed", "7", "--timeout", "150", "--json", "--plot", str(plot),
             timeout=200,
         )  # fmt: skip
