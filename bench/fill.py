@@ -12,7 +12,7 @@ import asyncio
 import multiprocessing
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
@@ -30,6 +30,7 @@ class Filled:
     joined: int
     refused: int
     sampled: list[str]  # session ids of every ``sample_every``-th user, in ticket order
+    sampled_users: list[str] = field(default_factory=list)  # their user ids, in that order
     cpu: float = 0.0  # CPU seconds the fill processes used
     seconds: float = 0.0  # wall time of the fill
 
@@ -53,7 +54,7 @@ async def _fill_range(
     redis = Redis.from_url(redis_url)
     scripts = Scripts(redis)
     joined = refused = 0
-    sampled: list[tuple[int, str]] = []
+    sampled: list[tuple[str, str]] = []
     batches = [users[i : i + BATCH] for i in range(0, len(users), BATCH)]
 
     async def run(part: Sequence[range]) -> None:
@@ -66,14 +67,20 @@ async def _fill_range(
                     continue
                 joined += 1
                 if n % sample_every == 0:
-                    sampled.append((n, result.session_id))
+                    sampled.append((result.session_id, f"{prefix}{n}"))
 
     cpu = time.process_time()
     try:
         await asyncio.gather(*(run(batches[k::PIPELINES]) for k in range(PIPELINES)))
     finally:
         await redis.aclose()
-    return Filled(joined, refused, [sid for _, sid in sampled], time.process_time() - cpu)
+    return Filled(
+        joined=joined,
+        refused=refused,
+        sampled=[sid for sid, _ in sampled],
+        sampled_users=[user for _, user in sampled],
+        cpu=time.process_time() - cpu,
+    )
 
 
 def _fill_worker(args: tuple[str, str, str, range, int], results: Any) -> None:
@@ -122,11 +129,15 @@ def fill(
             p.join(10)
             if p.is_alive():
                 p.kill()
-    sampled = sorted((sid for o in outs for sid in o.sampled), key=ticket_of_session)
+    pairs = sorted(
+        (pair for o in outs for pair in zip(o.sampled, o.sampled_users, strict=True)),
+        key=lambda pair: ticket_of_session(pair[0]),
+    )
     return Filled(
         joined=sum(o.joined for o in outs),
         refused=sum(o.refused for o in outs),
-        sampled=sampled,
+        sampled=[sid for sid, _ in pairs],
+        sampled_users=[user for _, user in pairs],
         cpu=sum(o.cpu for o in outs),
         seconds=time.monotonic() - started,
     )
