@@ -7,10 +7,9 @@ import logging
 from collections.abc import Callable
 
 from shared import metrics
-from shared.backoff import Outage
 from shared.scripts import AdmitResult, Scripts
 from waitroom_admitter import schedule
-from waitroom_admitter.common import REDIS_ERRORS, RedisClock, pause
+from waitroom_admitter.common import REDIS_ERRORS, RedisClock, RedisHealth, pause
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ class EventWorker:
         batch_size: int,
         sweep_seconds: float,
         clock: RedisClock,
-        redis_outage: Outage,
+        redis_health: RedisHealth,
         on_change: Callable[[str], None],
     ) -> None:
         self.event_id = event_id
@@ -40,7 +39,7 @@ class EventWorker:
         self.batch_size = batch_size
         self.sweep_seconds = sweep_seconds
         self.clock = clock
-        self.redis_outage = redis_outage
+        self.redis_health = redis_health
         self.on_change = on_change
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -68,10 +67,9 @@ class EventWorker:
             try:
                 result = await self.scripts.admit(self.event_id, self.batch_size)
             except REDIS_ERRORS as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                await pause(self.stopping, self.redis_outage.failed(exc))
+                await pause(self.stopping, self.redis_health.failed(exc))
                 continue
-            self.redis_outage.recovered()
+            await self.redis_health.succeeded()
             self.calls += 1
             if result is None:
                 # The event was deleted: the sweep sees this task ended and lets the event go.

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from shared import metrics
+from shared.backoff import Outage
 
 #: Failures of a Redis call that a loop retries with backoff instead of crashing: lost
 #: connections and timeouts, but also errors Redis answers with during a failover (READONLY,
@@ -41,3 +45,29 @@ async def pause(stopping: asyncio.Event, seconds: float) -> None:
             await stopping.wait()
     except TimeoutError:
         pass
+
+
+class RedisHealth:
+    """The process's one view of Redis, shared by every loop: an outage is logged when it
+    starts and when it ends, however many loops fail meanwhile.
+
+    When it ends, the idle pooled connections are dropped: those opened before the outage are
+    dead, and each would otherwise fail once on its next use and look like a new outage.
+    """
+
+    def __init__(self, redis: Redis, logger: logging.Logger) -> None:
+        self.redis = redis
+        self.outage = Outage("redis", logger)
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a failure; returns how long to wait before trying again."""
+        metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+        return self.outage.failed(exc)
+
+    async def succeeded(self) -> None:
+        if self.outage.down:
+            self.outage.recovered()
+            await self.redis.connection_pool.disconnect(inuse_connections=False)
+
+    def __repr__(self) -> str:
+        return repr(self.outage)

@@ -27,7 +27,7 @@ from shared import keys, messages, metrics, outbox
 from shared.backoff import Outage
 from shared.connections import ensure_topics, kafka_producer
 from shared.settings import CommonSettings, KafkaClientSettings
-from waitroom_admitter.common import REDIS_ERRORS, pause
+from waitroom_admitter.common import REDIS_ERRORS, RedisHealth, pause
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -120,7 +120,7 @@ class Relay:
         batch: int,
         client_id: str,
         owned: Callable[[], Collection[str]],
-        redis_outage: Outage,
+        redis_health: RedisHealth,
     ) -> None:
         self.redis = redis
         self.common = common
@@ -128,7 +128,7 @@ class Relay:
         self.batch = batch
         self.client_id = client_id
         self.owned = owned
-        self.redis_outage = redis_outage
+        self.redis_health = redis_health
         self.kafka_outage = Outage("kafka", log)
         self.secret = common.require_secret()
         self._thread = KafkaThread()
@@ -146,6 +146,7 @@ class Relay:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Relay until ``stopping`` is set; a batch in hand is finished first."""
+        self._kick.set()  # connect, and so create the topics, before the first record
         while not stopping.is_set():
             waiter = asyncio.ensure_future(self._kick.wait())
             stopper = asyncio.ensure_future(stopping.wait())
@@ -155,6 +156,12 @@ class Relay:
             if stopping.is_set():
                 return
             self._kick.clear()
+            if self._producer is None:
+                delay = await self._connect()
+                if delay is not None:
+                    self._kick.set()
+                    await pause(stopping, delay)
+                    continue
             pending, self._dirty = self._dirty, set()
             owned = set(self.owned())
             for event_id in sorted(pending & owned):
@@ -171,8 +178,8 @@ class Relay:
     async def flush(self, events: Collection[str]) -> None:
         """Relay what the events' outboxes hold now, without retrying (used at shutdown, so a
         replica that stops hands over an empty outbox when Kafka is up)."""
-        if self.kafka_outage.down:
-            return
+        if self._producer is None:
+            return  # Kafka was down when last tried: leave the records to the next owner
         never = asyncio.Event()
         for event_id in sorted(events):
             if await self._drain(event_id, never) is not None:
@@ -184,8 +191,8 @@ class Relay:
             try:
                 entries = await outbox.read(self.redis, event_id, self.batch)
             except REDIS_ERRORS as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                return self.redis_outage.failed(exc)
+                return self.redis_health.failed(exc)
+            await self.redis_health.succeeded()
             if not entries:
                 metrics.OUTBOX_BACKLOG.labels(event_id).set(0)
                 return None
@@ -203,8 +210,7 @@ class Relay:
                 backlog = await self.redis.xlen(keys.outbox(event_id))
             except REDIS_ERRORS as exc:
                 # Kafka has the batch; the next relay sends it again and consumers dedupe.
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                return self.redis_outage.failed(exc)
+                return self.redis_health.failed(exc)
             self._count(entries)
             metrics.OUTBOX_BACKLOG.labels(event_id).set(backlog)
             if len(entries) < self.batch or stopping.is_set():
@@ -218,16 +224,30 @@ class Relay:
             metrics.OUTBOX_RELAYED.labels(entry.topic).inc()
             metrics.RELAY_LAG.observe(max(0.0, now_ms - entry_ms(entry)) / 1000)
 
+    async def _connect(self) -> float | None:
+        """Open the producer; a pause before retrying when Kafka cannot be reached."""
+        try:
+            await self._thread.call(self._open)
+        except Exception as exc:  # whatever kafka-python raises, retry later
+            self.failures += 1
+            metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
+            return self.kafka_outage.failed(exc)
+        return None
+
+    def _open(self) -> None:
+        """Create the produced topics and a producer (runs on the Kafka thread)."""
+        # kafka-python waits up to 30 s to bootstrap from a dead address; a plain connect
+        # finds out at once, so a retry during an outage costs milliseconds.
+        probe(self.common.kafka_bootstrap_servers, self.tuning.request_timeout_ms / 1000)
+        ensure_topics(self.common, dict.fromkeys(messages.PRODUCED_TOPICS, TOPIC_PARTITIONS))
+        # Created afresh after every failure: a broker that came back empty does not know the
+        # old idempotent producer id, and a new one starts clean.
+        self._producer = kafka_producer(self.common, self.tuning, client_id=self.client_id)
+
     def _produce(self, entries: list[outbox.OutboxEntry]) -> None:
         """Send a batch and wait for every acknowledgement (runs on the Kafka thread)."""
         if self._producer is None:
-            # kafka-python waits up to 30 s to bootstrap from a dead address; a plain connect
-            # finds out at once, so a retry during an outage costs milliseconds.
-            probe(self.common.kafka_bootstrap_servers, self.tuning.request_timeout_ms / 1000)
-            # Created afresh after every failure: a broker that came back empty does not know
-            # the old idempotent producer id, and a new one starts clean.
-            ensure_topics(self.common, dict.fromkeys(messages.PRODUCED_TOPICS, TOPIC_PARTITIONS))
-            self._producer = kafka_producer(self.common, self.tuning, client_id=self.client_id)
+            self._open()
         now_ms = int(time.time() * 1000)
         header = messages.MESSAGE_ID_HEADER
         futures = []

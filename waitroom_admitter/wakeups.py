@@ -10,9 +10,8 @@ from collections.abc import Callable
 
 from redis.asyncio import Redis
 
-from shared import keys, metrics
-from shared.backoff import Outage
-from waitroom_admitter.common import REDIS_ERRORS, pause
+from shared import keys
+from waitroom_admitter.common import REDIS_ERRORS, RedisHealth, pause
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +29,12 @@ class Wakeups:
         *,
         on_event: Callable[[str], None],
         on_resubscribe: Callable[[], None],
-        outage: Outage,
+        health: RedisHealth,
     ) -> None:
         self.redis = redis
         self.on_event = on_event
         self.on_resubscribe = on_resubscribe
-        self.outage = outage
+        self.health = health
         self.received = 0
         self.subscriptions = 0
 
@@ -45,7 +44,7 @@ class Wakeups:
             try:
                 await pubsub.subscribe(keys.NOTIFY_CHANNEL)
                 self.subscriptions += 1
-                self.outage.recovered()
+                await self.health.succeeded()
                 self.on_resubscribe()
                 while not stopping.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
@@ -54,8 +53,7 @@ class Wakeups:
                         data = message["data"]
                         self.on_event(data.decode() if isinstance(data, bytes) else str(data))
             except REDIS_ERRORS as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                await pause(stopping, self.outage.failed(exc))
+                await pause(stopping, self.health.failed(exc))
             finally:
                 with contextlib.suppress(*REDIS_ERRORS):  # the connection may be gone already
                     await pubsub.aclose()  # type: ignore[no-untyped-call]

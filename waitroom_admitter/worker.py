@@ -16,7 +16,6 @@ import signal
 from dataclasses import dataclass
 
 from shared import keys, metrics
-from shared.backoff import Outage
 from shared.connections import redis_client
 from shared.errors import WaitroomError
 from shared.events import EventStore
@@ -24,7 +23,7 @@ from shared.scripts import Scripts
 from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
 from waitroom_admitter import heartbeat, schedule
 from waitroom_admitter.admission import EventWorker
-from waitroom_admitter.common import REDIS_ERRORS, RedisClock, pause
+from waitroom_admitter.common import REDIS_ERRORS, RedisClock, RedisHealth, pause
 from waitroom_admitter.locks import Lock, Locks
 from waitroom_admitter.relay import Relay
 from waitroom_admitter.wakeups import Wakeups
@@ -71,7 +70,7 @@ class Admitter:
         self.store = EventStore(self.redis, self.scripts)
         self.locks = Locks(self.scripts, settings.lock_ttl_ms, self.replica_id)
         self.clock = RedisClock()
-        self.redis_outage = Outage("redis", log)
+        self.redis_health = RedisHealth(self.redis, log)
         self.relay: Relay | None = None
         if common.kafka_enabled:
             self.relay = Relay(
@@ -81,13 +80,13 @@ class Admitter:
                 batch=settings.outbox_batch,
                 client_id=f"waitroom-admitter-{self.replica_id}",
                 owned=lambda: self.owned.keys(),
-                redis_outage=self.redis_outage,
+                redis_health=self.redis_health,
             )
         self.wakeups = Wakeups(
             self.redis,
             on_event=self._on_notify,
             on_resubscribe=self._on_resubscribe,
-            outage=self.redis_outage,
+            health=self.redis_health,
         )
         self.owned: dict[str, Owned] = {}
         self.stopping = asyncio.Event()
@@ -181,10 +180,9 @@ class Admitter:
         while not self.stopping.is_set():
             try:
                 await self._sweep()
-                self.redis_outage.recovered()
+                await self.redis_health.succeeded()
             except REDIS_ERRORS as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                await pause(self.stopping, self.redis_outage.failed(exc))
+                await pause(self.stopping, self.redis_health.failed(exc))
                 continue
             await pause(self.stopping, self.settings.sweep_seconds)
 
@@ -258,7 +256,7 @@ class Admitter:
             batch_size=self.settings.batch_size,
             sweep_seconds=self.settings.sweep_seconds,
             clock=self.clock,
-            redis_outage=self.redis_outage,
+            redis_health=self.redis_health,
             on_change=self._on_change,
         )
         task = asyncio.create_task(worker.run(), name=f"admit:{event_id}")
@@ -307,8 +305,7 @@ class Admitter:
                 try:
                     renewed = await self.locks.renew(owned.lock)
                 except REDIS_ERRORS as exc:
-                    metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                    self.redis_outage.failed(exc)
+                    self.redis_health.failed(exc)
                     renewed = not owned.lock.expired()
                 if not renewed and self.owned.get(event_id) is owned:
                     self._drop(event_id)

@@ -12,12 +12,11 @@ from admitter_support import create_event, join_users, wait_for
 from redis.asyncio import Redis
 
 from shared import keys, outbox
-from shared.backoff import Outage
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
 from waitroom_admitter.admission import EventWorker
-from waitroom_admitter.common import RedisClock
+from waitroom_admitter.common import RedisClock, RedisHealth
 from waitroom_admitter.worker import Admitter
 
 
@@ -124,7 +123,7 @@ def test_admitters_racing_on_one_event_without_locks_keep_the_cap_and_the_order(
                 batch_size=7,
                 sweep_seconds=0.05,
                 clock=clock,
-                redis_outage=Outage("redis", logging.getLogger(__name__)),
+                redis_health=RedisHealth(redis, logging.getLogger(__name__)),
                 on_change=lambda _event: None,
             )
             for _ in range(3)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
 
 from admitter_support import WAITROOM, Admitters, create_event, join_users, lock_owner, wait_for
 from redis.asyncio import Redis
@@ -82,3 +86,67 @@ def test_bad_settings_stop_at_start_naming_the_variable(admitters: Admitters) ->
         )
         assert result.returncode == RET_SETTINGS, (variable, result.stderr)
         assert variable in result.stderr
+
+
+@contextlib.contextmanager
+def hung_kafka() -> Iterator[str]:
+    """An address that accepts connections and never answers, like a wedged broker."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+def test_sigterm_with_kafka_hung_still_exits_zero_within_grace(
+    admitters: Admitters, redis_url: str, event_id: str
+) -> None:
+    grace = 3.0
+    with hung_kafka() as bootstrap:
+        admitter = admitters.start(
+            "hung",
+            WAITROOM_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            WAITROOM_ADMITTER_GRACE_SECONDS=str(grace),
+        )
+
+        async def body() -> None:
+            redis = Redis.from_url(redis_url)
+            await create_event(redis, event_id)
+
+            async def owned() -> bool:
+                return await lock_owner(redis, event_id) == "hung"
+
+            await wait_for(owned, 30, "the admitter to take the event")
+            started = time.monotonic()
+            assert admitter.terminate(grace + 10) == 0, admitter.log()
+            assert time.monotonic() - started < grace + 1
+            assert await redis.exists(keys.lock(event_id)) == 0
+            await redis.aclose()
+
+        asyncio.run(body())
+
+
+def test_a_second_signal_exits_at_once(admitters: Admitters, redis_url: str, event_id: str) -> None:
+    with hung_kafka() as bootstrap:
+        admitter = admitters.start(
+            "impatient",
+            WAITROOM_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+            WAITROOM_ADMITTER_GRACE_SECONDS="60",
+        )
+
+        async def body() -> None:
+            redis = Redis.from_url(redis_url)
+            await create_event(redis, event_id)
+
+            async def owned() -> bool:
+                return await lock_owner(redis, event_id) == "impatient"
+
+            await wait_for(owned, 30, "the admitter to take the event")
+            await redis.aclose()
+
+        asyncio.run(body())
+        admitter.proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)
+        assert admitter.proc.poll() is None  # draining: the relay is stuck on Kafka
+        started = time.monotonic()
+        assert admitter.terminate(10) == 128 + signal.SIGTERM
+        assert time.monotonic() - started < 5
