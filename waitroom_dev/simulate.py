@@ -240,7 +240,7 @@ class Simulation:
             tasks.append(asyncio.create_task(crowd.run(trace)))
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.time()))
-        crowd.stopping.set()
+        crowd.stop()
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, Exception):  # a bug in the simulator: show it in the report
                 crowd.stats.errors[f"simulator {type(result).__name__}: {result}"] += 1

@@ -122,6 +122,7 @@ def build(data: RunData) -> dict[str, Any]:
         "join_latency_ms": Summary.of(stats.join_ms).to_json(2),
         "status_latency_ms": Summary.of(stats.status_ms).to_json(2),
         "stream_first_update_ms": Summary.of(stats.stream_first_ms).to_json(2),
+        "stream_updates": stats.stream_updates,
         "stream_reconnects": stats.reconnects,
         "rpc_errors": dict(stats.errors),
         "checkout_stand_in": {

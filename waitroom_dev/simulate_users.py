@@ -68,6 +68,7 @@ class CrowdStats:
     joined: int = 0
     ready: int = 0
     reconnects: int = 0
+    stream_updates: int = 0
 
 
 def _code(exc: aio.AioRpcError) -> str:
@@ -95,6 +96,7 @@ class Crowd:
         self.stats = CrowdStats()
         self.stopping = asyncio.Event()
         self.sessions: dict[str, UserTrace] = {}  # session id -> its user, once joined
+        self._streams: set[Any] = set()  # open StreamQueuePosition calls
         self._channels = [
             # A local subchannel pool gives each channel its own TCP connection.
             aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -109,6 +111,12 @@ class Crowd:
     async def check(self, timeout: float = 5.0) -> None:
         """Raise ``aio.AioRpcError`` unless the API answers its HealthCheck."""
         await self._stubs[0].HealthCheck(waitroom_pb2.HealthCheckRequest(), timeout=timeout)
+
+    def stop(self) -> None:
+        """Make every user stop following: pauses end and open streams are cancelled."""
+        self.stopping.set()
+        for call in list(self._streams):
+            call.cancel()
 
     def ready_at(self, session_id: str) -> float | None:
         """When the user holding ``session_id`` saw READY (None: not yet, or not ours)."""
@@ -200,32 +208,30 @@ class Crowd:
         failures = 0
         while not self.stopping.is_set():
             call = stub.StreamQueuePosition(request)
-            stopper = asyncio.ensure_future(self.stopping.wait())
+            self._streams.add(call)
             started = time.perf_counter()
             first = True
             try:
-                while True:
-                    read = asyncio.ensure_future(call.read())
-                    await asyncio.wait({read, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                    if not read.done():
-                        read.cancel()
-                        return
-                    update = read.result()
-                    if update is aio.EOF:
-                        break  # the server ended the stream early: reconnect like a browser
+                async for update in call:
+                    self.stats.stream_updates += 1
                     if first:
                         self.stats.stream_first_ms.append((time.perf_counter() - started) * 1000)
                         first = False
                     failures = 0
                     if self._observe(trace, update.status):
                         return
+                # The server ended the stream early: reconnect, as a browser's EventSource does.
+            except asyncio.CancelledError:
+                if self.stopping.is_set():
+                    return  # `stop` cancelled the call
+                raise
             except aio.AioRpcError as exc:
                 self.stats.errors[f"StreamQueuePosition {_code(exc)}"] += 1
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     return
             finally:
+                self._streams.discard(call)
                 call.cancel()
-                stopper.cancel()
             self.stats.reconnects += 1
             failures += 1
             if await self._pause(compute_backoff(failures, base=0.2, cap=3.0)):
