@@ -28,7 +28,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         checkout_ax.axhline(cap, color="tab:red", linestyle="--", label=f"cap {cap}")
         checkout_ax.set_ylabel("users in checkout")
         checkout_ax.set_ylim(bottom=0, top=max(cap, max(series["in_checkout"], default=0)) * 1.15)
-        checkout_ax.legend(loc="lower right")
+        checkout_ax.legend(loc="best")
 
         rates = series["admission_rate"]
         rate_ax.bar([i + 0.5 for i in range(len(rates))], rates, width=1.0, color="tab:orange")
