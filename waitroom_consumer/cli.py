@@ -30,6 +30,7 @@ from waitroom_cli.common import (
 )
 from waitroom_consumer import heartbeat
 from waitroom_consumer.broker import BrokerUnreachable, probe, servers
+from waitroom_consumer.logs import throttle_kafka_logs
 
 
 def _settings() -> tuple[CommonSettings, KafkaClientSettings, ConsumerSettings]:
@@ -57,6 +58,7 @@ def consumer(ctx: click.Context) -> None:
 
     common, tuning, consumer_settings = _settings()
     configure_logging(common.log_level)
+    throttle_kafka_logs()
     metrics.serve(common.metrics_port)
     sys.exit(asyncio.run(Consumer(common, tuning, consumer_settings).run()))
 

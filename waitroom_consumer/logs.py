@@ -1,0 +1,43 @@
+"""Keeping kafka-python's own error logs to a trickle during a broker outage.
+
+kafka-python logs every failed connect, fetch and metadata refresh at ERROR, about twenty lines a
+second while the broker is down; the consumer reports outages itself (once per outage), so
+kafka-python's lines are let through at most once per interval, with a count of those dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+INTERVAL_SECONDS = 60.0
+
+
+class KafkaLogThrottle(logging.Filter):
+    """Passes one ``kafka.*`` record per interval; everything else untouched."""
+
+    def __init__(self, interval: float = INTERVAL_SECONDS) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last = float("-inf")
+        self.dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.dropped += 1
+            return False
+        if self.dropped:
+            note = f"{self.dropped} kafka-python messages dropped before this one"
+            record.msg, record.args = f"{record.getMessage()} ({note})", None
+        self.last, self.dropped = now, 0
+        return True
+
+
+def throttle_kafka_logs(interval: float = INTERVAL_SECONDS) -> None:
+    """Install the throttle on the root logger's handlers (kafka's loggers propagate there)."""
+    throttle = KafkaLogThrottle(interval)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(throttle)
