@@ -75,10 +75,21 @@ def main(argv: list[str] | None = None) -> int:
         "--scale", type=float, default=1.0, help="multiply every size by this (default 1)"
     )
     parser.add_argument("--workdir", type=Path, default=None, help="keep logs here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample the server processes with py-spy during each measurement, into DIR",
+    )
     parser.add_argument("-q", "--silent", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)
     opts = Options(
-        quick=args.quick, scale=args.scale, workdir=args.workdir, verbose=not args.silent
+        quick=args.quick,
+        scale=args.scale,
+        workdir=args.workdir,
+        verbose=not args.silent,
+        profile_dir=args.profile,
     )
     names = list(BENCHMARKS) if args.name == "all" else [args.name]
     meta = machine()

@@ -94,12 +94,13 @@ def run(opts: Options) -> list[Row]:
             window = CpuWindow(
                 {"admitter": admitter.pid, "redis": st.redis_pid, "broker": st.broker_pid}
             )
-            window.start()
-            cpu, started = time.process_time(), time.monotonic()
-            asyncio.run(_open(st.redis_url, "admit"))
-            ended = wait_until(
-                lambda: _settled(client, "admit", users), 600, "every admission relayed", 0.005
-            )
+            with opts.profiled("admission", {"admitter": admitter.pid}):
+                window.start()
+                cpu, started = time.process_time(), time.monotonic()
+                asyncio.run(_open(st.redis_url, "admit"))
+                ended = wait_until(
+                    lambda: _settled(client, "admit", users), 600, "every admission relayed", 0.005
+                )
             poll_cpu = time.process_time() - cpu
             window.stop()
         finally:

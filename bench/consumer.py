@@ -10,6 +10,7 @@ settings (``shared.connections.kafka_consumer``) in a fresh group, doing nothing
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -72,6 +73,7 @@ def run(opts: Options) -> list[Row]:
         opts.say(f"consumer: raw consume {raw.per_second:,.0f}/s; starting the consumer")
         consumer = st.waitroom("consumer", st.env())
         client = Redis.from_url(st.redis_url)
+        profiling = contextlib.ExitStack()
         try:
             window = CpuWindow({"consumer": consumer.pid, "redis": st.redis_pid})
             first_at = first_count = 0.0
@@ -81,6 +83,7 @@ def run(opts: Options) -> list[Row]:
                 now = time.monotonic()
                 if done and not first_at:
                     first_at, first_count = now, done
+                    profiling.enter_context(opts.profiled("consumer", {"consumer": consumer.pid}))
                     window.start()
                     cpu = time.process_time()
                 if done >= users:
@@ -94,6 +97,7 @@ def run(opts: Options) -> list[Row]:
             window.stop()
             poll_cpu = (time.process_time() - cpu) / window.seconds
         finally:
+            profiling.close()
             client.close()
     rate = (users - first_count) / (ended - first_at)
     assert window.cores is not None

@@ -88,7 +88,8 @@ def run(opts: Options) -> list[Row]:
             clients.go.set()
             since_ms = time.time() * 1000
             asyncio.run(_set_state(st.redis_url, EventState.OPEN))
-            time.sleep(seconds)
+            with opts.profiled("fanout", {"api": api.pid}):
+                time.sleep(seconds)
             asyncio.run(_set_state(st.redis_url, EventState.PAUSED))
             admitted_for = time.monotonic() - window.started
             window.stop()

@@ -13,6 +13,7 @@ every join also announces itself on the notify channel as it would while checkou
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from bench import load
 from bench.cpu import CpuWindow
@@ -41,10 +42,14 @@ def _saturate(
         prefix=f"{event_id}-",
         channels=CHANNELS,
     )
-    result, window = drive(plan, CLIENTS, pids)
+    servers = {k: v for k, v in pids.items() if k != "redis"}
+    result, window = drive(plan, CLIENTS, pids, opts, f"join-{event_id}", servers)
     if result.errors:
         opts.say(f"join: {result.errors} errors, first: {result.first_error[:300]}")
-    opts.say(f"join: {event_id}: {result.rate:,.0f}/s, client CPU {result.client_cpu:.2f}")
+    opts.say(
+        f"join: {event_id}: {result.rate:,.0f}/s, server CPU "
+        f"{sum(window.of(k) for k in servers):.2f}, client CPU {result.client_cpu:.2f}"
+    )
     return result, window
 
 
@@ -55,37 +60,53 @@ def _api(st: Stack, processes: int) -> tuple[int, dict[str, int]]:
     return port, pids
 
 
+@dataclass
+class Best:
+    """The best of several rounds: on a shared machine, the round least disturbed."""
+
+    result: load.LoadResult | None = None
+    window: CpuWindow | None = None
+
+    def offer(self, result: load.LoadResult, window: CpuWindow) -> None:
+        if self.result is None or result.rate > self.result.rate:
+            self.result, self.window = result, window
+
+    def get(self) -> tuple[load.LoadResult, CpuWindow]:
+        assert self.result is not None and self.window is not None
+        return self.result, self.window
+
+
+def _ms_per_call(window: CpuWindow, result: load.LoadResult, names: list[str]) -> float:
+    return 1000 * sum(window.of(n) for n in names) / result.rate if result.rate else 0.0
+
+
 def run(opts: Options) -> list[Row]:
-    seconds = opts.seconds(10.0, 3.0)
+    seconds = opts.seconds(8.0, 3.0)
+    rounds = 1 if opts.quick else 2
+    best_echo, best_one, best_two = Best(), Best(), Best()
     with stack(opts.workdir) as st:
-        for event_id in ("one", "two", "latency"):
-            asyncio.run(create_event(st.redis_url, EventConfig(event_id)))
-        echo_port = free_port()
-        echo = st.echo(echo_port)
-        echo_result, echo_window = _saturate(opts, echo_port, "echo", {"echo": echo.pid}, seconds)
-        echo.stop()
-
-        port, pids = _api(st, 1)
-        one, one_window = _saturate(opts, port, "one", pids, seconds)
-        at = 0.8 * one.rate
-        plan = load.Plan(
-            target=f"127.0.0.1:{port}",
-            kind=load.JOIN,
-            seconds=seconds,
-            rate=at / CLIENTS,
-            event_id="latency",
-            prefix="latency-",
-            channels=CHANNELS,
-        )
-        steady, steady_window = drive(plan, CLIENTS, pids)
-        opts.say(
-            f"join: at {at:,.0f}/s p50 {steady.percentile(50):.1f} ms "
-            f"p99 {steady.percentile(99):.1f} ms"
-        )
-        st.stop_procs()
-
-        port, pids = _api(st, 2)
-        two, two_window = _saturate(opts, port, "two", pids, seconds)
+        for r in range(rounds):
+            # Rounds alternate the three setups so the machine's noise falls on each alike;
+            # one server at a time, since every API process hears every join's announcement.
+            for event_id in (f"one{r}", f"two{r}"):
+                asyncio.run(create_event(st.redis_url, EventConfig(event_id)))
+            echo_port = free_port()
+            echo = st.echo(echo_port)
+            best_echo.offer(*_saturate(opts, echo_port, f"echo{r}", {"echo": echo.pid}, seconds))
+            st.stop_procs()
+            port, pids = _api(st, 1)
+            best_one.offer(*_saturate(opts, port, f"one{r}", pids, seconds))
+            if r == rounds - 1:
+                steady, steady_window, at = _steady(opts, st, port, pids, best_one, seconds)
+            st.stop_procs()
+            port, pids = _api(st, 2)
+            best_two.offer(*_saturate(opts, port, f"two{r}", pids, seconds))
+            st.stop_procs()
+    echo_result, echo_window = best_echo.get()
+    one, one_window = best_one.get()
+    two, two_window = best_two.get()
+    echo_ms = _ms_per_call(echo_window, echo_result, ["echo"])
+    join_ms = _ms_per_call(one_window, one, ["api1"])
     return [
         Row(
             bench="join",
@@ -100,12 +121,16 @@ def run(opts: Options) -> list[Row]:
             machine_cpu=one_window.machine,
             notes={
                 **cpu_notes(one_window, one.client_cpu),
+                "api_cpu_ms_per_join": round(join_ms, 3),
+                "echo_cpu_ms_per_call": round(echo_ms, 3),
+                "ratio_per_cpu": round(echo_ms / join_ms, 2) if join_ms else 0,
                 "echo_cpu": round(echo_window.of("echo"), 2),
                 "echo_client_cpu": round(echo_result.client_cpu, 2),
                 "echo_other_cpu": round(
                     echo_window.others([echo_window.of("echo"), echo_result.client_cpu]), 2
                 ),
                 "errors": one.errors + echo_result.errors,
+                "rounds": rounds,
             },
         ),
         Row(
@@ -119,7 +144,11 @@ def run(opts: Options) -> list[Row]:
             met=two.rate >= TARGET_TWO_PROCESSES * one.rate,
             client_cpu=two.client_cpu,
             machine_cpu=two_window.machine,
-            notes={**cpu_notes(two_window, two.client_cpu), "errors": two.errors},
+            notes={
+                **cpu_notes(two_window, two.client_cpu),
+                "api_cpu_ms_per_join": round(_ms_per_call(two_window, two, ["api1", "api2"]), 3),
+                "errors": two.errors,
+            },
         ),
         Row(
             bench="join",
@@ -137,3 +166,26 @@ def run(opts: Options) -> list[Row]:
             },
         ),
     ]
+
+
+def _steady(
+    opts: Options, st: Stack, port: int, pids: dict[str, int], best: Best, seconds: float
+) -> tuple[load.LoadResult, CpuWindow, float]:
+    """Open-loop joins at 80% of the best saturation rate seen so far."""
+    at = 0.8 * best.get()[0].rate
+    asyncio.run(create_event(st.redis_url, EventConfig("steady")))
+    plan = load.Plan(
+        target=f"127.0.0.1:{port}",
+        kind=load.JOIN,
+        seconds=seconds,
+        rate=at / CLIENTS,
+        event_id="steady",
+        prefix="steady-",
+        channels=CHANNELS,
+    )
+    steady, window = drive(plan, CLIENTS, pids)
+    opts.say(
+        f"join: at {at:,.0f}/s p50 {steady.percentile(50):.1f} ms "
+        f"p99 {steady.percentile(99):.1f} ms"
+    )
+    return steady, window, at

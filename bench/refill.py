@@ -174,7 +174,8 @@ def run(opts: Options) -> list[Row]:
             pids = {"admitter": admitter.pid, "consumer": consumer.pid, "redis": st.redis_pid}
             window = CpuWindow({**pids, "broker": st.broker_pid}).start()
             cpu = time.process_time()
-            fast = _measure(opts, refiller, samples)
+            with opts.profiled("refill", {"admitter": admitter.pid, "consumer": consumer.pid}):
+                fast = _measure(opts, refiller, samples)
             client_cpu = (time.process_time() - cpu) / max(1e-9, time.monotonic() - window.started)
             window.stop()
             default = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from redis import Redis
 from bench import load
 from bench.cpu import CpuWindow
 from bench.load import LoadResult, Plan
+from bench.profile import profiled
 from bench.report import Row
 
 
@@ -25,6 +27,11 @@ class Options:
     scale: float = 1.0
     workdir: Path | None = None
     verbose: bool = True
+    profile_dir: Path | None = None
+
+    def profiled(self, label: str, pids: dict[str, int]) -> contextlib.AbstractContextManager[None]:
+        """py-spy on ``pids`` (Python processes only) while the block runs, with --profile."""
+        return profiled(self.profile_dir, label, pids)
 
     def size(self, full: int, quick: int, minimum: int = 1) -> int:
         return max(minimum, round((quick if self.quick else full) * self.scale))
@@ -62,11 +69,26 @@ def wait_until(
         time.sleep(interval)
 
 
-def drive(plan: Plan, processes: int, pids: dict[str, int]) -> tuple[LoadResult, CpuWindow]:
-    """Run the load ``plan``, counting the CPU of ``pids`` (server, Redis) meanwhile."""
+def drive(
+    plan: Plan,
+    processes: int,
+    pids: dict[str, int],
+    opts: Options | None = None,
+    label: str = "",
+    profile: dict[str, int] | None = None,
+) -> tuple[LoadResult, CpuWindow]:
+    """Run the load ``plan``, counting the CPU of ``pids`` (server, Redis) meanwhile; with
+    ``--profile``, the ``profile`` processes are sampled with py-spy during the window."""
     window = CpuWindow(pids)
-    result = load.run(plan, processes, during=window.start)
-    window.stop()
+    with contextlib.ExitStack() as stack:
+
+        def start() -> None:
+            if opts is not None and profile:
+                stack.enter_context(opts.profiled(label, profile))
+            window.start()
+
+        result = load.run(plan, processes, during=start)
+        window.stop()
     return result, window
 
 

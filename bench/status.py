@@ -80,7 +80,8 @@ def run(opts: Options) -> list[Row]:
                     rate=RATE / CLIENTS,
                     session_ids=sids,
                 )
-                result, window = drive(plan, CLIENTS, pids)
+                label = f"status-{name}-{len(results[name])}"
+                result, window = drive(plan, CLIENTS, pids, opts, label, {"api": api.pid})
                 results[name].append(result)
                 windows.append((window, result.client_cpu))
                 opts.say(
