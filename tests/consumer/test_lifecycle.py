@@ -41,7 +41,7 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
 
     reader = KafkaConsumer(bootstrap_servers=[bootstrap], group_id=group)
     try:
-        partitions = reader.partitions_for_topic(topic) or set()
+        partitions = wait_until(lambda: reader.partitions_for_topic(topic), what="metadata")
         return sum(reader.committed(TopicPartition(topic, p)) or 0 for p in partitions)
     finally:
         reader.close(autocommit=False)

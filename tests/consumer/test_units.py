@@ -1,0 +1,103 @@
+"""Pure parts of the consumer: sorting a batch, dead-letter records, error classes, log throttle."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, ResponseError
+
+from shared.ids import event_suffix
+from shared.sessions import Status
+from shared.settings import ConsumerSettings
+from waitroom_consumer import deadletter
+from waitroom_consumer.broker import BrokerUnreachable, Message, probe
+from waitroom_consumer.handler import outcomes, plan_batch
+from waitroom_consumer.logs import KafkaLogThrottle
+from waitroom_consumer.retry import passing, redis_down
+
+SETTINGS = ConsumerSettings(topic_completed="done-topic")
+SID = f"{'a' * 22}.17.{event_suffix('ev-1')}"
+
+
+def message(value: bytes | None, topic: str = "done-topic", offset: int = 0) -> Message:
+    return Message(topic, 2, offset, b"ev-1", value)
+
+
+def test_a_batch_is_sorted_into_finishes_unknown_sessions_and_dead_letters_in_order() -> None:
+    good = json.dumps({"session_id": SID, "timestamp": "2025-11-14T10:00:00+07:00"}).encode()
+    batch = [
+        message(good, offset=0),
+        message(b"nope", offset=1),
+        message(json.dumps({"session_id": "someone-elses"}).encode(), offset=2),
+        message(good, topic="checkout.failed", offset=3),
+        message(b"x" * 70_000, offset=4),
+        message(None, offset=5),
+        message(good, topic="elsewhere", offset=6),
+    ]
+    plan = plan_batch(batch, outcomes(SETTINGS), SETTINGS.max_message_bytes)
+    assert [(f.message.offset, f.event_id, f.session_id) for f in plan.finishes] == [
+        (0, "ev-1", SID),
+        (3, "ev-1", SID),
+    ]
+    assert [f.outcome.status for f in plan.finishes] == [Status.COMPLETED, Status.FAILED]
+    assert [f.outcome.word for f in plan.finishes] == ["completed", "failed"]
+    assert [o.word for o in plan.unknown] == ["completed"]
+    assert [(d.message.offset, d.reason.split(":")[0]) for d in plan.dead] == [
+        (1, "not JSON"),
+        (4, "message is 70000 bytes; at most 65536"),
+        (5, "empty message (tombstone)"),
+        (6, "not a checkout topic"),
+    ]
+
+
+def test_a_dead_letter_keeps_the_original_bytes_and_where_they_came_from() -> None:
+    original = b"\x00\xffnot json at all"
+    letter = deadletter.DeadLetter(Message("t", 3, 42, b"\xfe", original), "not JSON: ...")
+    body = deadletter.decode(deadletter.encode(letter, "grp", 1_700_000_000_000))
+    assert body["value"] == original
+    assert (body["topic"], body["partition"], body["offset"]) == ("t", 3, 42)
+    assert body["key"] is None and body["key_base64"] == "/g=="  # not UTF-8: base64 only
+    assert (body["reason"], body["consumer_group"]) == ("not JSON: ...", "grp")
+    assert body["time"] == "2023-11-14T22:13:20.000Z"
+    tombstone = deadletter.DeadLetter(Message("t", 0, 1, None, None), "empty")
+    assert deadletter.decode(deadletter.encode(tombstone, "grp", 1))["value"] is None
+
+
+def test_redis_failing_over_is_an_outage_but_a_broken_script_is_not() -> None:
+    assert passing(ReadOnlyError("READONLY You can't write against a read only replica."))
+    assert passing(ResponseError("LOADING Redis is loading the dataset in memory"))
+    assert passing(ResponseError("BUSY Redis is busy running a script."))
+    assert not passing(ResponseError("ERR user_script:3: Attempt to index a nil value"))
+    assert redis_down(RedisConnectionError("refused")) and redis_down(OSError("reset"))
+    assert not redis_down(ResponseError("ERR wrong number of arguments"))
+    assert not redis_down(ValueError("a bug of ours"))
+
+
+def test_kafka_client_logs_are_throttled_and_ours_are_not() -> None:
+    throttle = KafkaLogThrottle(interval=3600)
+
+    def record(name: str) -> logging.LogRecord:
+        return logging.LogRecord(name, logging.ERROR, __file__, 1, "down %s", ("x",), None)
+
+    assert throttle.filter(record("kafka.net.connection"))
+    assert not throttle.filter(record("kafka.cluster"))
+    assert not throttle.filter(record("kafka.coordinator"))
+    assert throttle.filter(record("waitroom.consumer"))
+    throttle.last = float("-inf")  # the interval has passed
+    passed = record("kafka.net.manager")
+    assert throttle.filter(passed)
+    assert passed.getMessage() == "down x (2 kafka-python messages dropped before this one)"
+
+
+def test_probe_fails_fast_when_no_broker_listens() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        with pytest.raises(BrokerUnreachable, match=f"127.0.0.1:{port}"):
+            probe([f"127.0.0.1:{port}"], timeout=1)
+    with pytest.raises(BrokerUnreachable, match="no bootstrap servers"):
+        probe([])
