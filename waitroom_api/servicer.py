@@ -7,6 +7,7 @@ calls the script, and renders the answer. Failures become gRPC statuses in ``err
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -108,10 +109,11 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         session_id = request.session_id
         event_id = event_of_session(session_id)
         # Watch first, then read: a change between the two is then caught by the watcher,
-        # and the stream drops whichever of the two reads is older.
+        # and the stream drops whichever of the two reads started first.
         with self.fanout.watch(Stream(event_id, session_id, self.renderer)) as stream:
+            read_at = time.monotonic_ns()
             result = await self.scripts.status(event_id, [session_id])
-            stream.offer(result.sessions[0], result.queue_length, result.now_ms)
+            stream.offer(result.sessions[0], result.queue_length, result.now_ms, read_at)
             async for update in stream.updates():
                 yield update
 

@@ -61,17 +61,18 @@ class Stream:
         self.session_id = session_id
         self.renderer = renderer
         self.sent = 0
-        self._read_ms = -1  # Redis time of the newest read offered, to drop older reads
+        self._read_at = -1  # when the newest read offered was started, to drop older reads
         self._key: tuple[object, int] | None = None
         self._pending: SessionState | None = None
         self._error: WaitroomError | None = None
         self._ready = asyncio.Event()
 
-    def offer(self, view: SessionView, queue_length: int, now_ms: int) -> None:
-        """A fresh read of this session; queued for sending if status or position changed."""
-        if now_ms < self._read_ms:
+    def offer(self, view: SessionView, queue_length: int, now_ms: int, read_at: int) -> None:
+        """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
+        sending if status or position changed."""
+        if read_at < self._read_at:
             return  # a slower, older read finishing after a newer one
-        self._read_ms = now_ms
+        self._read_at = read_at
         try:
             state = session_state(self.event_id, view, queue_length, now_ms)
         except WaitroomError as exc:
@@ -148,12 +149,13 @@ class EventWatcher:
         """Read every watched session, at most ``CHUNK`` per call, and offer each its state."""
         session_ids = list(self.streams)
         for start in range(0, len(session_ids), CHUNK):
+            read_at = time.monotonic_ns()
             result = await self.scripts.status(self.event_id, session_ids[start : start + CHUNK])
             self.calls += 1
             for view in result.sessions:
                 # Streams may have closed (or opened) while the script ran.
                 for stream in tuple(self.streams.get(view.session_id, ())):
-                    stream.offer(view, result.queue_length, result.now_ms)
+                    stream.offer(view, result.queue_length, result.now_ms, read_at)
         self.reads += 1
 
     async def _run(self) -> None:

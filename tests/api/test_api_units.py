@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shared.errors import WaitroomError
 from shared.scripts import SessionView
 from shared.sessions import SessionRecord, Status
 from waitroom_api.errors import validate_text
-from waitroom_api.render import fill_url, session_state
+from waitroom_api.render import Renderer, fill_url, session_state
+from waitroom_api.watcher import Stream
 
 
 def record(status: Status, expires_ms: int = 10_000) -> SessionRecord:
@@ -47,3 +50,21 @@ def test_admitted_and_finished_sessions_have_no_position() -> None:
 def test_an_unknown_session_is_wtr001() -> None:
     with pytest.raises(WaitroomError, match="WTR001"):
         session_state("e", SessionView("s", None, -1), 0, now_ms=1)
+
+
+def test_a_stream_sends_changes_only_drops_older_reads_and_ends_when_terminal() -> None:
+    async def scenario() -> list[tuple[int, int]]:
+        stream = Stream("e", "s", Renderer("k" * 32, "", ""))
+        queued = record(Status.QUEUED)
+        stream.offer(SessionView("s", queued, rank=4), 9, now_ms=2_000, read_at=20)
+        stream.offer(SessionView("s", queued, rank=9), 9, now_ms=1_000, read_at=10)  # older
+        updates = stream.updates()
+        sent = [await anext(updates)]
+        stream.offer(SessionView("s", queued, rank=4), 8, now_ms=2_100, read_at=30)  # same
+        stream.offer(SessionView("s", queued, rank=3), 8, now_ms=2_200, read_at=40)
+        sent.append(await anext(updates))
+        stream.offer(SessionView("s", record(Status.CANCELLED), rank=-1), 7, 2_300, 50)
+        sent += [u async for u in updates]
+        return [(u.status, u.position) for u in sent]
+
+    assert asyncio.run(scenario()) == [(1, 5), (1, 4), (8, 0)]
