@@ -74,7 +74,7 @@ def _ready_size(bootstrap: str, event_id: str) -> int:
 
 
 def run(opts: Options) -> list[Row]:
-    users = opts.size(200_000, 20_000, minimum=100)
+    users = opts.size(200_000, 10_000, minimum=100)
     with stack(opts.workdir) as st:
         kafka.create_topics(st.bootstrap, (RAW_TOPIC,))
         opts.say(f"admission: queueing {users:,} users")

@@ -42,7 +42,7 @@ def _payload_bytes(redis_url: str, event_id: str, session_ids: list[str]) -> flo
 
 
 def run(opts: Options) -> list[Row]:
-    users = opts.size(1_000_000, 100_000, minimum=100)
+    users = opts.size(1_000_000, 50_000, minimum=100)
     with stack(opts.workdir) as st:
         # A warm-up event loads the scripts and the allocator's first arenas outside the window.
         asyncio.run(create_event(st.redis_url, paused_event("warmup")))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis
 
 from bench import load
@@ -98,3 +100,35 @@ def cpu_notes(window: CpuWindow, client_cpu: float) -> dict[str, float]:
     notes = {f"{name}_cpu": round(cores, 2) for name, cores in window.cores.items()}
     notes["other_cpu"] = round(window.others([*window.cores.values(), client_cpu]), 2)
     return notes
+
+
+def rpc_buckets(metrics_port: int, method: str) -> dict[float, float]:
+    """Cumulative counts of ``waitroom_rpc_duration_seconds`` buckets for ``method`` (code OK),
+    scraped from a process's /metrics: the server's own view of its latency."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode("utf-8")
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (
+                sample.name == "waitroom_rpc_duration_seconds_bucket"
+                and labels.get("method", "").endswith(f"/{method}")
+                and labels.get("code") == "OK"
+            ):
+                buckets[float(labels["le"])] = sample.value
+    return buckets
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """Upper bound (seconds) of the bucket holding quantile ``q`` (0..1) of the calls made
+    between two scrapes; inf when it lies past the last finite bucket."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if not total:
+        return 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= q * total:
+            return bound
+    return float("inf")
