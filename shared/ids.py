@@ -16,6 +16,9 @@ from shared.errors import Code, WaitroomError
 
 MAX_ID_LENGTH = 128
 _RANDOM_PART = 22  # 16 bytes, base64url without padding
+# nonce . ticket (at most 20 digits) . base64url of an event id of 128 characters of up to 4
+# UTF-8 bytes each.
+MAX_SESSION_ID_LENGTH = _RANDOM_PART + 1 + 20 + 1 + -(-4 * MAX_ID_LENGTH * 4 // 3)
 
 
 def validate_id(name: str, value: str) -> str:
@@ -54,7 +57,7 @@ def event_of_session(session_id: str) -> str:
     """The event a session id belongs to; WTR001 if it cannot be one of ours."""
     if not session_id:
         raise WaitroomError(Code.INVALID_INPUT, "session_id is required")
-    if len(session_id) > 2 * MAX_ID_LENGTH + 64:
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
     parts = session_id.split(".")
     if len(parts) != 3 or len(parts[0]) != _RANDOM_PART or not parts[1].isdigit():

@@ -37,14 +37,16 @@ local function session_id(ticket, rec)
   return rec[3] .. '.' .. ticket .. '.' .. SUFFIX
 end
 
--- The ticket and record of a session id, or nil when it is not a live id of this event.
+-- The ticket, record and raw record of a session id; nil when it is not an id of this event.
 local function lookup(sid)
   local nonce, ticket = string.match(sid, '^([%w_-]+)%.(%d+)%.')
   if not ticket then return nil end
   ticket = tonumber(ticket)
-  local rec = load_record(ticket)
-  if not rec or rec[3] ~= nonce or session_id(ticket, rec) ~= sid then return nil end
-  return ticket, rec
+  local raw = redis.call('HGET', K.sessions, ticket)
+  if not raw then return nil end
+  local rec = cjson.decode(raw)
+  if rec[3] ~= nonce or session_id(ticket, rec) ~= sid then return nil end
+  return ticket, rec, raw
 end
 
 local function head()
@@ -56,9 +58,10 @@ local function queue_length()
   return tonumber(redis.call('GET', K.seq) or '0') - h + 1 - redis.call('ZCOUNT', K.holes, h, '+inf')
 end
 
--- 1-based position of a waiting ticket.
-local function position(ticket)
-  local h = head()
+-- 1-based position of a waiting ticket, given the queue head (`h`, read once by callers that
+-- place many tickets).
+local function position(ticket, h)
+  h = h or head()
   return ticket - h + 1 - redis.call('ZCOUNT', K.holes, h, ticket)
 end
 

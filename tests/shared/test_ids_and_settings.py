@@ -15,6 +15,13 @@ def test_session_ids_are_random_url_safe_and_name_their_event() -> None:
         assert 0 <= ticket_of_session(sid) < 1000
 
 
+def test_the_longest_event_ids_still_make_readable_session_ids() -> None:
+    for event in ("e" * 128, "é" * 128, "😀" * 128):
+        validate_id("event_id", event)
+        sid = f"{new_nonce()}.{2**63}.{event_suffix(event)}"
+        assert event_of_session(sid) == event
+
+
 @pytest.mark.parametrize(
     "bad",
     [
