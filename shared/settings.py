@@ -141,8 +141,9 @@ class ApiSettings:
     )
     stream_poll_seconds: float = setting(
         "WAITROOM_API_STREAM_POLL_SECONDS",
-        1.0,
-        "Fallback re-read of streamed sessions when no change was announced (s).",
+        5.0,
+        "Fallback re-read of streamed sessions when no change was announced (s); changes are "
+        "announced, so this only covers a lost notification.",
         minimum=0.05,
     )
     stream_min_interval_seconds: float = setting(
