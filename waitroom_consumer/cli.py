@@ -29,7 +29,7 @@ from waitroom_cli.common import (
     with_redis,
 )
 from waitroom_consumer import heartbeat
-from waitroom_consumer.broker import BrokerUnreachable, probe, servers
+from waitroom_consumer.broker import probe, servers
 from waitroom_consumer.logs import throttle_kafka_logs
 
 
@@ -139,7 +139,7 @@ def _publish(
     try:
         probe(servers(common))
         producer = kafka_producer(common, tuning, client_id="waitroom-cli")
-    except (BrokerUnreachable, Exception) as exc:
+    except Exception as exc:  # BrokerUnreachable, or kafka-python's own errors
         fail(f"cannot reach Kafka at {common.kafka_bootstrap_servers}: {exc}", RET_CONNECT)
         raise
     try:

@@ -2,6 +2,8 @@
 
 A dead letter is a JSON object on the dead-letter topic, keyed like the original, holding the
 original bytes (base64, so any bytes survive), where it came from, and why it was refused.
+Originals beyond ``MAX_ORIGINAL_BYTES`` keep only their head: base64 grows them by a third, and a
+dead letter the broker refuses as too large would stop the consumer on that message for good.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from shared.timefmt import format_ms_precise
 from waitroom_consumer.broker import Message
+
+MAX_ORIGINAL_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,9 @@ def encode(letter: DeadLetter, group: str, now_ms: int) -> bytes:
         "offset": m.offset,
         "key": _text(m.key),
         "key_base64": _b64(m.key),
-        "value_base64": _b64(m.value),
+        "value_base64": _b64(None if m.value is None else m.value[:MAX_ORIGINAL_BYTES]),
         "value_bytes": None if m.value is None else len(m.value),
+        "value_truncated": m.value is not None and len(m.value) > MAX_ORIGINAL_BYTES,
         "reason": letter.reason,
         "consumer_group": group,
         "time": format_ms_precise(now_ms),

@@ -67,6 +67,16 @@ def test_a_dead_letter_keeps_the_original_bytes_and_where_they_came_from() -> No
     assert deadletter.decode(deadletter.encode(tombstone, "grp", 1))["value"] is None
 
 
+def test_a_huge_original_keeps_its_head_so_the_dead_letter_still_fits_the_broker() -> None:
+    huge = b"x" * (deadletter.MAX_ORIGINAL_BYTES + 10)
+    letter = deadletter.DeadLetter(Message("t", 0, 1, None, huge), "too large")
+    record = deadletter.encode(letter, "grp", 1)
+    assert len(record) < 2 * deadletter.MAX_ORIGINAL_BYTES
+    body = deadletter.decode(record)
+    assert body["value"] == huge[: deadletter.MAX_ORIGINAL_BYTES]
+    assert (body["value_bytes"], body["value_truncated"]) == (len(huge), True)
+
+
 def test_redis_failing_over_is_an_outage_but_a_broken_script_is_not() -> None:
     assert passing(ReadOnlyError("READONLY You can't write against a read only replica."))
     assert passing(ResponseError("LOADING Redis is loading the dataset in memory"))

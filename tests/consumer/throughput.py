@@ -51,8 +51,8 @@ async def admitted(url: str, event_id: str, n: int) -> list[str]:
         s = Scripts(client)
         await EventStore(client, s).create(EventConfig(event_id, max_concurrent=n, rate=1_000_000))
         sids = []
-        for start in range(0, n, 1000):
-            joins = [s.join(event_id, f"user{i}") for i in range(start, min(n, start + 1000))]
+        for start in range(0, n, 50):
+            joins = [s.join(event_id, f"user{i}") for i in range(start, min(n, start + 50))]
             sids += [j.session_id for j in await asyncio.gather(*joins)]
         done = 0
         while done < n:
