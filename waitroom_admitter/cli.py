@@ -48,7 +48,11 @@ def admitter(ctx: click.Context) -> None:
     configure_logging(common.log_level)
     # kafka-python logs every failed reconnect; the relay logs an outage once, start and end.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
-    metrics.serve(common.metrics_port)
+    try:
+        metrics.serve(common.metrics_port)
+    except OSError as exc:
+        port = common.metrics_port
+        fail(f"WAITROOM_METRICS_PORT={port}: cannot serve metrics: {exc}", RET_SETTINGS)
     worker = Admitter(common, tuning, settings, replica_id=settings.replica_id)
     asyncio.run(worker.run(handle_signals=True))
     sys.exit(RET_OK)

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 
 from admitter_support import WAITROOM, Admitters, create_event, join_users, lock_owner, wait_for
@@ -16,6 +17,7 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.scripts import Scripts
+from waitroom_dev.services import free_port
 
 RET_SETTINGS, RET_INVALID = 3, 4
 
@@ -34,7 +36,12 @@ def test_sigterm_mid_run_exits_zero_within_grace_and_releases_the_lock(
     admitters: Admitters, redis_url: str, event_id: str
 ) -> None:
     grace = 5.0
-    admitter = admitters.start("term", WAITROOM_ADMITTER_GRACE_SECONDS=str(grace))
+    metrics_port = free_port()
+    admitter = admitters.start(
+        "term",
+        WAITROOM_ADMITTER_GRACE_SECONDS=str(grace),
+        WAITROOM_METRICS_PORT=str(metrics_port),
+    )
 
     async def body() -> None:
         redis = Redis.from_url(redis_url)
@@ -58,6 +65,11 @@ def test_sigterm_mid_run_exits_zero_within_grace_and_releases_the_lock(
         assert report["healthy"] is True
         assert [r["replica"] for r in report["replicas"]] == ["term"]
         assert check(admitters.env, "--replica", "someone-else").returncode == RET_INVALID
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        exported = scraped.read().decode()
+        assert f'waitroom_lock_owned{{event="{event_id}"}} 1.0' in exported
+        assert f'waitroom_checkout_capacity{{event="{event_id}"}} 1000.0' in exported
+        assert f'waitroom_admissions_total{{event="{event_id}"}}' in exported
 
         started = time.monotonic()
         assert admitter.terminate(grace + 5) == 0, admitter.log()
