@@ -1,7 +1,7 @@
 """The join benchmark's baseline: ``WaitroomService`` answering from the request alone.
 
 Built like the API server (``waitroom_api.server``): a ``grpc.aio`` server with the same
-options (``grpc.so_reuseport``) and the same metrics interceptor, serving the same method with
+options (SO_REUSEPORT, the pending-call limit) and the same metrics interceptor, serving the same method with
 the same message types, so the load generator drives both identically. What the echo lacks is
 the waitroom's own work: validation, the Redis round trip, rendering. ``join / echo`` is then
 the share of the gRPC stack's best that the waitroom keeps.
@@ -23,6 +23,7 @@ from grpc import aio
 from shared.proto import waitroom_pb2 as pb
 from shared.proto import waitroom_pb2_grpc
 from waitroom_api.interceptors import MetricsInterceptor
+from waitroom_api.server import MAX_PENDING_CALLS
 
 log = logging.getLogger("bench.echo")
 
@@ -83,9 +84,14 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
 
 
 async def serve(addr: str) -> None:
+    # The API server's options (waitroom_api.server.ApiServer), with its defaults.
     server = aio.server(
         interceptors=[MetricsInterceptor()],
-        options=[("grpc.so_reuseport", 1)],
+        options=[
+            ("grpc.so_reuseport", 1),
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+        ],
     )
     servicer = EchoServicer()
     waitroom_pb2_grpc.add_WaitroomServiceServicer_to_server(servicer, server)
