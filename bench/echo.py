@@ -1,10 +1,10 @@
 """The join benchmark's baseline: ``WaitroomService`` answering from the request alone.
 
 Built like the API server (``waitroom_api.server``): a ``grpc.aio`` server with the same
-options (SO_REUSEPORT, the pending-call limit) and the same metrics interceptor, serving the same method with
-the same message types, so the load generator drives both identically. What the echo lacks is
-the waitroom's own work: validation, the Redis round trip, rendering. ``join / echo`` is then
-the share of the gRPC stack's best that the waitroom keeps.
+options (SO_REUSEPORT, the pending-call limit) and the same metrics interceptor, serving the
+same methods with the same message types, so the load generator drives both identically. What
+the echo lacks is the waitroom's own work: validation, the Redis round trip, rendering.
+``join / echo`` is then the share of the gRPC stack's best that the waitroom keeps.
 
 Run: ``python -m bench.echo --addr 127.0.0.1:PORT``.
 """
