@@ -48,13 +48,13 @@ async def _leave(redis_url: str, event_id: str, session_ids: list[str]) -> None:
 def _queue(opts: Options, redis_url: str, event_id: str, users: int) -> list[str]:
     """Fill ``event_id``; make 1% of users leave; return up to SAMPLES waiting session ids."""
     asyncio.run(create_event(redis_url, paused_event(event_id)))
-    every = max(1, users // (2 * SAMPLES))
-    filled = fill(redis_url, event_id, users, prefix=f"{event_id}-", sample_every=every)
-    # Leavers are taken from the whole sample too, so holes lie all along the queue.
-    sampled = filled.sampled
     leavers = max(1, users // 100)
-    step = max(1, len(sampled) // leavers)
-    gone = set(sampled[::step][:leavers]) if leavers < len(sampled) else set(sampled[::2])
+    # Sample enough users for the leavers and twice the queried, spread over the whole queue.
+    every = max(1, users // (leavers + 2 * SAMPLES))
+    filled = fill(redis_url, event_id, users, prefix=f"{event_id}-", sample_every=every)
+    sampled = filled.sampled
+    # Leavers are spread along the whole queue too, so holes lie before most queried tickets.
+    gone = {sampled[i * len(sampled) // leavers] for i in range(min(leavers, len(sampled)))}
     asyncio.run(_leave(redis_url, event_id, sorted(gone)))
     waiting = [sid for sid in sampled if sid not in gone]
     opts.say(f"status: {event_id} has {filled.joined:,} joined, {len(gone):,} left")
