@@ -42,6 +42,7 @@ def admitter(ctx: click.Context) -> None:
         common.require_secret()
         tuning = settings_mod.load(settings_mod.KafkaClientSettings)
         settings = settings_mod.load(settings_mod.AdmitterSettings)
+        dead_letter_topic = settings_mod.load(settings_mod.ConsumerSettings).dlq_topic
     except settings_mod.SettingsError as exc:
         fail(str(exc), RET_SETTINGS)
         return
@@ -53,7 +54,13 @@ def admitter(ctx: click.Context) -> None:
     except OSError as exc:
         port = common.metrics_port
         fail(f"WAITROOM_METRICS_PORT={port}: cannot serve metrics: {exc}", RET_SETTINGS)
-    worker = Admitter(common, tuning, settings, replica_id=settings.replica_id)
+    worker = Admitter(
+        common,
+        tuning,
+        settings,
+        replica_id=settings.replica_id,
+        dead_letter_topic=dead_letter_topic,
+    )
     asyncio.run(worker.run(handle_signals=True))
     sys.exit(RET_OK)
 

@@ -11,15 +11,11 @@ drains when Kafka returns.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
-import queue
-import socket
-import threading
 import time
 from collections.abc import Callable, Collection
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -28,84 +24,18 @@ from shared.backoff import Outage
 from shared.connections import ensure_topics, kafka_producer
 from shared.settings import CommonSettings, KafkaClientSettings
 from waitroom_admitter.common import REDIS_ERRORS, RedisHealth, pause
+from waitroom_admitter.kafka_io import KafkaThread, abandon, probe
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 #: Partitions of the topics the admitter creates; messages are keyed by event id, so this
 #: bounds how many consumers can share one topic.
 TOPIC_PARTITIONS = 4
 
 
-class KafkaThread:
-    """One daemon thread for every blocking kafka-python call.
-
-    The producer is then only ever used from one thread, and a call stuck on an unreachable
-    broker can never keep the process from exiting (a pool thread would be joined at exit).
-    """
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[
-            tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None
-        ] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="kafka", daemon=True)
-        self._thread.start()
-
-    async def call(self, func: Callable[[], T]) -> T:
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._jobs.put((func, future))
-        return await asyncio.wrap_future(future)
-
-    def close(self) -> None:
-        self._jobs.put(None)
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            func, future = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(func())
-            except BaseException as exc:  # handed to the awaiting coroutine
-                future.set_exception(exc)
-
-
 def entry_ms(entry: outbox.OutboxEntry) -> int:
     """When an entry was recorded: a stream id's first part is Redis's time in ms."""
     return int(entry.entry_id.split(b"-", 1)[0])
-
-
-def probe(bootstrap_servers: str, timeout: float) -> None:
-    """Raise ConnectionError unless some bootstrap server accepts a TCP connection."""
-    errors = []
-    for server in filter(None, (s.strip() for s in bootstrap_servers.split(","))):
-        host, _, port = server.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), min(timeout, 2.0)):
-                return
-        except (OSError, ValueError) as exc:
-            errors.append(f"{server}: {exc}")
-    raise ConnectionError("no Kafka bootstrap server reachable: " + "; ".join(errors))
-
-
-def _abandon(producer: Any) -> None:
-    """Close a producer whose records may be stuck on a broker that went away.
-
-    kafka-python's ``close()`` flushes first, and a flush of stuck records times out and leaves
-    the producer half closed (its I/O thread running, its finaliser raising later). Stopping
-    the I/O thread without sending fails the stuck records (they are still in the outbox), and
-    the close then completes.
-    """
-    try:
-        producer.close(timeout=0)
-        return
-    except Exception:
-        sender = getattr(producer, "_sender", None)
-        if sender is None:
-            raise
-    sender.force_close()
-    sender.join(5)
-    producer.close(timeout=0)
 
 
 class Relay:
@@ -121,6 +51,7 @@ class Relay:
         client_id: str,
         owned: Callable[[], Collection[str]],
         redis_health: RedisHealth,
+        dead_letter_topic: str,
     ) -> None:
         self.redis = redis
         self.common = common
@@ -129,6 +60,7 @@ class Relay:
         self.client_id = client_id
         self.owned = owned
         self.redis_health = redis_health
+        self.dead_letter_topic = dead_letter_topic
         self.kafka_outage = Outage("kafka", log)
         self.secret = common.require_secret()
         self._thread = KafkaThread()
@@ -138,6 +70,7 @@ class Relay:
         self.relayed = 0
         self.batches = 0
         self.failures = 0
+        self.dead_letters = 0
 
     def kick(self, event_id: str) -> None:
         """The event's outbox has new records: relay them soon."""
@@ -167,7 +100,12 @@ class Relay:
             for event_id in sorted(pending & owned):
                 if stopping.is_set():
                     return
-                delay = await self._drain(event_id, stopping)
+                try:
+                    delay = await self._drain(event_id, stopping)
+                except Exception:
+                    # A bug or an unreadable record must not end the relay for every event.
+                    log.exception("relaying the outbox of %s failed", event_id)
+                    delay = self.kafka_outage.failed(RuntimeError("relay error"))
                 if delay is not None:
                     # Keep every event not yet relayed for the retry after the pause.
                     self._dirty |= pending
@@ -197,7 +135,7 @@ class Relay:
                 metrics.OUTBOX_BACKLOG.labels(event_id).set(0)
                 return None
             try:
-                await self._thread.call(functools.partial(self._produce, entries))
+                dead = await self._thread.call(functools.partial(self._produce, event_id, entries))
             except Exception as exc:
                 # Any failure, whatever kafka-python raises, leaves the batch in the outbox.
                 self.failures += 1
@@ -211,14 +149,17 @@ class Relay:
             except REDIS_ERRORS as exc:
                 # Kafka has the batch; the next relay sends it again and consumers dedupe.
                 return self.redis_health.failed(exc)
-            self._count(entries)
+            self._count(entries, dead)
             metrics.OUTBOX_BACKLOG.labels(event_id).set(backlog)
             if len(entries) < self.batch or stopping.is_set():
                 return None
 
-    def _count(self, entries: list[outbox.OutboxEntry]) -> None:
+    def _count(self, entries: list[outbox.OutboxEntry], dead: int) -> None:
         self.batches += 1
-        self.relayed += len(entries)
+        self.relayed += len(entries) - dead
+        self.dead_letters += dead
+        if dead:
+            metrics.DEAD_LETTERS.labels(self.dead_letter_topic).inc(dead)
         now_ms = time.time() * 1000
         for entry in entries:
             metrics.OUTBOX_RELAYED.labels(entry.topic).inc()
@@ -239,20 +180,28 @@ class Relay:
         # kafka-python waits up to 30 s to bootstrap from a dead address; a plain connect
         # finds out at once, so a retry during an outage costs milliseconds.
         probe(self.common.kafka_bootstrap_servers, self.tuning.request_timeout_ms / 1000)
-        ensure_topics(self.common, dict.fromkeys(messages.PRODUCED_TOPICS, TOPIC_PARTITIONS))
+        topics = [*messages.PRODUCED_TOPICS, self.dead_letter_topic]
+        ensure_topics(self.common, dict.fromkeys(topics, TOPIC_PARTITIONS))
         # Created afresh after every failure: a broker that came back empty does not know the
         # old idempotent producer id, and a new one starts clean.
         self._producer = kafka_producer(self.common, self.tuning, client_id=self.client_id)
 
-    def _produce(self, entries: list[outbox.OutboxEntry]) -> None:
-        """Send a batch and wait for every acknowledgement (runs on the Kafka thread)."""
+    def _produce(self, event_id: str, entries: list[outbox.OutboxEntry]) -> int:
+        """Send a batch and wait for every acknowledgement (runs on the Kafka thread).
+
+        Returns how many entries went to the dead-letter topic instead.
+        """
         if self._producer is None:
             self._open()
         now_ms = int(time.time() * 1000)
         header = messages.MESSAGE_ID_HEADER
-        futures = []
+        futures, dead = [], 0
         for entry in entries:
-            message = outbox.to_message(entry, self.secret, now_ms)
+            try:
+                message = outbox.to_message(entry, self.secret, now_ms)
+            except (KeyError, ValueError, TypeError) as exc:
+                message = self._dead_letter(event_id, entry, exc)
+                dead += 1
             futures.append(
                 self._producer.send(
                     message.topic,
@@ -265,12 +214,28 @@ class Relay:
         self._producer.flush(timeout=timeout)
         for future in futures:
             future.get(timeout=timeout)
+        return dead
+
+    def _dead_letter(
+        self, event_id: str, entry: outbox.OutboxEntry, error: Exception
+    ) -> messages.OutgoingMessage:
+        """A record that cannot become its message (written by a newer or broken script) goes
+        to the dead-letter topic whole, so it neither blocks the outbox nor disappears."""
+        log.error("outbox record %s of %s is unreadable: %r", entry.entry_id, event_id, error)
+        body = {
+            "source": "outbox",
+            "topic": entry.topic,
+            "entry_id": entry.entry_id.decode(),
+            "fields": entry.fields,
+            "error": repr(error),
+        }
+        return messages.encode(self.dead_letter_topic, event_id, entry.message_id, body)
 
     async def _discard_producer(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
             try:
-                await self._thread.call(functools.partial(_abandon, producer))
+                await self._thread.call(functools.partial(abandon, producer))
             except Exception as exc:  # it is dropped either way
                 log.debug("closing the Kafka producer failed: %s", exc)
 
@@ -287,5 +252,6 @@ class Relay:
     def __repr__(self) -> str:
         return (
             f"Relay(relayed={self.relayed}, batches={self.batches}, failures={self.failures}, "
+            f"dead_letters={self.dead_letters}, "
             f"pending={len(self._dirty)}, {self.kafka_outage!r})"
         )

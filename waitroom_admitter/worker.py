@@ -20,7 +20,12 @@ from shared.connections import redis_client
 from shared.errors import WaitroomError
 from shared.events import EventStore
 from shared.scripts import Scripts
-from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
+from shared.settings import (
+    AdmitterSettings,
+    CommonSettings,
+    ConsumerSettings,
+    KafkaClientSettings,
+)
 from waitroom_admitter import heartbeat, schedule
 from waitroom_admitter.admission import EventWorker
 from waitroom_admitter.common import REDIS_ERRORS, RedisClock, RedisHealth, pause
@@ -60,6 +65,7 @@ class Admitter:
         settings: AdmitterSettings,
         *,
         replica_id: str = "",
+        dead_letter_topic: str = "",
     ) -> None:
         self.common = common
         self.tuning = tuning
@@ -81,6 +87,7 @@ class Admitter:
                 client_id=f"waitroom-admitter-{self.replica_id}",
                 owned=lambda: self.owned.keys(),
                 redis_health=self.redis_health,
+                dead_letter_topic=dead_letter_topic or ConsumerSettings().dlq_topic,
             )
         self.wakeups = Wakeups(
             self.redis,
@@ -184,6 +191,10 @@ class Admitter:
             except REDIS_ERRORS as exc:
                 await pause(self.stopping, self.redis_health.failed(exc))
                 continue
+            except Exception:
+                # A bug must not stop the sweep for good; its missing heartbeats would then
+                # fail the liveness probe, which is the right outcome if it keeps failing.
+                log.exception("sweep failed")
             await pause(self.stopping, self.settings.sweep_seconds)
 
     async def _sweep(self) -> None:
@@ -306,6 +317,9 @@ class Admitter:
                     renewed = await self.locks.renew(owned.lock)
                 except REDIS_ERRORS as exc:
                     self.redis_health.failed(exc)
+                    renewed = not owned.lock.expired()
+                except Exception:
+                    log.exception("renewing the lock of %s failed", event_id)
                     renewed = not owned.lock.expired()
                 if not renewed and self.owned.get(event_id) is owned:
                     self._drop(event_id)

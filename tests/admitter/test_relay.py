@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 
 from admitter_support import (
     Admitters,
     create_event,
+    import_kafka,
     join_users,
     topic_reader,
     wait_for,
@@ -16,8 +18,11 @@ from admitter_support import (
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.events import EventState
 from shared.scripts import Scripts
 from shared.sessions import Status
+from shared.settings import AdmitterSettings, CommonSettings, ConsumerSettings, KafkaClientSettings
+from waitroom_admitter.worker import Admitter
 from waitroom_dev.services import broker_service, free_port
 
 TOPICS = ["queue.joined", "queue.ready"]
@@ -90,3 +95,51 @@ def test_admission_goes_on_while_kafka_is_down_and_every_record_arrives_after(
 
 async def _count(messages: list[object], at_least: int) -> bool:
     return len(messages) >= at_least
+
+
+def test_an_unreadable_outbox_record_goes_to_the_dead_letter_topic_and_the_rest_flows(
+    redis_url: str, bootstrap: str, event_id: str, process_env: dict[str, str]
+) -> None:
+    import_kafka()  # on this thread, before the relay's Kafka thread imports it
+    common = CommonSettings(
+        redis_url=redis_url,
+        kafka_bootstrap_servers=bootstrap,
+        jwt_secret=process_env["WAITROOM_JWT_SECRET"],
+    )
+    dead_letter_topic = ConsumerSettings().dlq_topic
+
+    async def body() -> None:
+        redis = Redis.from_url(redis_url)
+        scripts = Scripts(redis)
+        await create_event(redis, event_id, state=EventState.PAUSED)
+        first = await join_users(scripts, event_id, 1)
+        # As a newer script version might write it: a queue.ready without its fields.
+        await redis.xadd(
+            keys.outbox(event_id),
+            {"t": "queue.ready", "k": "odd:ready", "p": json.dumps({"session_id": "odd"})},
+        )
+        second = await join_users(scripts, event_id, 1, first=1)
+        admitter = Admitter(
+            common, KafkaClientSettings(), AdmitterSettings(sweep_seconds=0.2), replica_id="dl"
+        )
+        run = asyncio.create_task(admitter.run())
+        with topic_reader(bootstrap, ["queue.joined", dead_letter_topic], event_id) as reader:
+
+            async def outbox_empty() -> bool:
+                return await redis.xlen(keys.outbox(event_id)) == 0
+
+            await wait_for(outbox_empty, 30, "the outbox to drain")
+            await wait_for(lambda: _count(reader.messages, 3), 30, "three messages")
+        admitter.stop()
+        await asyncio.wait_for(run, 15)
+        joined = [m.body["session_id"] for m in reader.distinct("queue.joined").values()]
+        assert joined == first + second
+        [dead] = reader.distinct(dead_letter_topic).values()
+        assert dead.message_id == "odd:ready"
+        assert dead.body["topic"] == "queue.ready"
+        assert dead.body["fields"] == {"session_id": "odd"}
+        assert "KeyError" in dead.body["error"]
+        assert admitter.relay is not None and admitter.relay.dead_letters == 1
+        await redis.aclose()
+
+    asyncio.run(body())
