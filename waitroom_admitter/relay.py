@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import keys, messages, metrics, outbox
-from shared.backoff import Outage
+from shared.backoff import Outage, compute_backoff
 from shared.connections import ensure_topics, kafka_producer
 from shared.settings import CommonSettings, KafkaClientSettings
 from waitroom_admitter.common import REDIS_ERRORS, RedisHealth, pause
@@ -71,6 +71,7 @@ class Relay:
         self.batches = 0
         self.failures = 0
         self.dead_letters = 0
+        self.errors = 0
 
     def kick(self, event_id: str) -> None:
         """The event's outbox has new records: relay them soon."""
@@ -105,7 +106,8 @@ class Relay:
                 except Exception:
                     # A bug or an unreadable record must not end the relay for every event.
                     log.exception("relaying the outbox of %s failed", event_id)
-                    delay = self.kafka_outage.failed(RuntimeError("relay error"))
+                    delay = compute_backoff(self.errors)
+                    self.errors += 1
                 if delay is not None:
                     # Keep every event not yet relayed for the retry after the pause.
                     self._dirty |= pending
@@ -252,6 +254,6 @@ class Relay:
     def __repr__(self) -> str:
         return (
             f"Relay(relayed={self.relayed}, batches={self.batches}, failures={self.failures}, "
-            f"dead_letters={self.dead_letters}, "
+            f"dead_letters={self.dead_letters}, errors={self.errors}, "
             f"pending={len(self._dirty)}, {self.kafka_outage!r})"
         )
