@@ -40,3 +40,5 @@ def test_formats_rfc3339_utc() -> None:
     assert format_ms(ms) == "2026-11-26T17:41:39Z"
     assert format_ms_precise(ms) == "2026-11-26T17:41:39.250Z"
     assert format_ms(0) == ""
+    assert format_ms_precise(1) == "1970-01-01T00:00:00.001Z"
+    assert format_ms_precise(253402300799999) == "9999-12-31T23:59:59.999Z"

@@ -32,9 +32,29 @@ def test_token_carries_the_contract_claims_and_verifies_like_the_order_service()
     assert verdict.valid and verdict.claims == _claims()
 
 
-def test_token_is_a_pure_function_of_the_admission() -> None:
+def test_token_is_a_pure_function_of_the_admission_and_identical_to_pyjwt() -> None:
     claims = _claims()
     assert mint(SECRET, claims) == mint(SECRET, claims)
+    payload = {
+        "session_id": claims.session_id,
+        "user_id": claims.user_id,
+        "event_id": claims.event_id,
+        "iat": claims.issued_at,
+        "exp": claims.expires_at,
+        "jti": claims.session_id,
+        "iss": "ticketbottle-waitroom",
+    }
+    assert mint(SECRET, claims) == jwt.encode(payload, SECRET, algorithm="HS256")
+    unicode_claims = TokenClaims("s.1.ZQ", "usér/ü", "konzért", 1, 2**33)
+    assert (
+        jwt.decode(
+            mint(SECRET, unicode_claims),
+            SECRET,
+            algorithms=["HS256"],
+            options={"verify_exp": False},
+        )["user_id"]
+        == "usér/ü"
+    )
 
 
 @pytest.mark.parametrize(
