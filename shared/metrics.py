@@ -45,6 +45,11 @@ CHECKOUT_CAPACITY = Gauge(
 WAIT_SECONDS = Histogram(
     "waitroom_wait_seconds", "Time from joining to admission.", ["event"], buckets=_WAIT_BUCKETS
 )
+EVENT_PAUSED = Gauge(
+    "waitroom_event_paused",
+    "1 while the event is paused on purpose (admits nobody), else 0.",
+    ["event"],
+)
 LOCK_OWNED = Gauge(
     "waitroom_lock_owned", "1 while this admitter holds the event's lock, else 0.", ["event"]
 )

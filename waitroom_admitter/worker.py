@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from shared import keys, metrics
 from shared.connections import redis_client
 from shared.errors import WaitroomError
-from shared.events import EventStore
+from shared.events import EventState, EventStore
 from shared.scripts import Scripts
 from shared.settings import (
     AdmitterSettings,
@@ -42,6 +42,7 @@ _EVENT_GAUGES = (
     metrics.QUEUE_LENGTH,
     metrics.CHECKOUT_USERS,
     metrics.CHECKOUT_CAPACITY,
+    metrics.EVENT_PAUSED,
     metrics.OUTBOX_BACKLOG,
 )
 
@@ -251,6 +252,7 @@ class Admitter:
         with contextlib.suppress(WaitroomError):  # deleted meanwhile: its worker notices
             config = await self.store.get(event_id)
             metrics.CHECKOUT_CAPACITY.labels(event_id).set(config.max_concurrent)
+            metrics.EVENT_PAUSED.labels(event_id).set(int(config.state is EventState.PAUSED))
         self.purged += await self.scripts.purge(
             event_id, self.settings.retention_seconds * 1000, PURGE_LIMIT
         )

@@ -69,6 +69,7 @@ def test_sigterm_mid_run_exits_zero_within_grace_and_releases_the_lock(
         exported = scraped.read().decode()
         assert f'waitroom_lock_owned{{event="{event_id}"}} 1.0' in exported
         assert f'waitroom_checkout_capacity{{event="{event_id}"}} 1000.0' in exported
+        assert f'waitroom_event_paused{{event="{event_id}"}} 0.0' in exported
         assert f'waitroom_admissions_total{{event="{event_id}"}}' in exported
 
         started = time.monotonic()
