@@ -2,8 +2,9 @@
 
 Closed loop (``rate`` None): every process keeps ``concurrency`` calls in flight for
 ``seconds``; the completed calls per second is the saturation throughput. Open loop (``rate``
-set): calls start on a fixed schedule whatever the server does, and latency counts from the
-scheduled start, so a stalled server cannot hide its queueing (no coordinated omission).
+set): calls start on a fixed schedule whatever the server does, each as its own task, so a
+stalled server cannot hold back later calls and hide its queueing (no coordinated omission);
+the worst lateness of a start against its schedule is reported.
 
 Processes warm up (connect, a second of calls), meet at a barrier, then measure together; each
 reports the CPU it used in the measured window, so the report can say whether the load
@@ -60,6 +61,7 @@ class WorkerResult:
     done: int = 0
     errors: int = 0
     late: int = 0
+    lateness: float = 0.0  # open loop: worst delay of a call's start after its schedule
     cpu: float = 0.0
     seconds: float = 0.0
     latencies: array[float] = field(default_factory=lambda: array("d"))
@@ -75,6 +77,7 @@ class LoadResult:
     errors: int
     late: int
     seconds: float
+    lateness: float
     client_cpu: float  # CPU seconds per second, all client processes together
     latencies: list[float]  # seconds, sorted
     first_error: str
@@ -146,13 +149,18 @@ async def _open(caller: _Caller, rate: float, until: float, out: WorkerResult) -
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(due: float) -> None:
+        # Timed from the send, not from ``due``: the client's own timer lateness (up to a
+        # millisecond on an idle loop) is not the server's. A stalled server cannot delay later
+        # sends anyway, since each call is its own task.
+        started = time.perf_counter()
+        out.lateness = max(out.lateness, started - due)
         try:
             await caller.call()
         except grpc.RpcError as exc:
             out.errors += 1
             out.first_error = out.first_error or repr(exc)
             return
-        out.latencies.append(time.perf_counter() - due)
+        out.latencies.append(time.perf_counter() - started)
         out.done += 1
 
     due = time.perf_counter()
@@ -267,6 +275,7 @@ def run(
         errors=sum(o.errors for o in outs),
         late=sum(o.late for o in outs),
         seconds=seconds,
+        lateness=max(o.lateness for o in outs),
         client_cpu=sum(o.cpu for o in outs) / seconds,
         latencies=latencies,
         first_error=next((o.first_error for o in outs if o.first_error), ""),

@@ -102,3 +102,24 @@ def _note(value: Any) -> str:
 
 def to_json(rows: Sequence[Row], meta: dict[str, Any]) -> str:
     return json.dumps({"meta": meta, "rows": [r.to_json() for r in rows]}, indent=2)
+
+
+def from_json(text: str) -> tuple[list[Row], dict[str, Any]]:
+    """Rows and machine facts of a saved ``--json`` run."""
+    data = json.loads(text)
+    rows = []
+    for raw in data["rows"]:
+        raw.pop("ratio", None)
+        rows.append(Row(**raw))
+    return rows, data["meta"]
+
+
+if __name__ == "__main__":
+    # python -m bench.report RUN.json: the table of a saved run.
+    import sys
+    from pathlib import Path
+
+    saved_rows, _ = from_json(Path(sys.argv[1]).read_text("utf-8"))
+    print(table(saved_rows))
+    print()
+    print(details(saved_rows))

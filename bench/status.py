@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from bench import load
 from bench.cpu import CpuWindow
 from bench.fill import create_event, fill, paused_event
-from bench.procs import free_port, stack
+from bench.procs import Proc, Stack, free_port, stack
 from bench.report import Row
 from bench.runner import Options, bucket_quantile, cpu_notes, drive, rpc_buckets
 from shared import keys
@@ -65,35 +65,26 @@ def run(opts: Options) -> list[Row]:
     deep_users = opts.size(1_000_000, 50_000, minimum=1000)
     shallow_users = SHALLOW
     rounds = 2 if opts.quick else 5
-    seconds = opts.seconds(4.0, 3.0)
     with stack(opts.workdir) as st:
         opts.say(f"status: filling {deep_users:,} deep and {shallow_users:,} shallow")
         deep = _queue(opts, st.redis_url, "deep", deep_users)
         shallow = _queue(opts, st.redis_url, "shallow", shallow_users)
-        port, metrics_port = free_port(), free_port()
+        port, metrics_port, echo_port = free_port(), free_port(), free_port()
         api = st.api(port, WAITROOM_METRICS_PORT=str(metrics_port))
-        pids = {"api": api.pid, "redis": st.redis_pid}
-        rounds_of: dict[str, list[Round]] = {"deep": [], "shallow": []}
+        echo = st.echo(echo_port)
+        rounds_of: dict[str, list[Round]] = {"deep": [], "shallow": [], "echo": []}
+        setups = (("deep", deep, port), ("shallow", shallow, port), ("echo", deep, echo_port))
         for _ in range(rounds):
-            for name, sids in (("deep", deep), ("shallow", shallow)):
-                plan = load.Plan(
-                    target=f"127.0.0.1:{port}",
-                    kind=load.STATUS,
-                    seconds=seconds,
-                    rate=RATE / CLIENTS,
-                    session_ids=sids,
+            for name, sids, target in setups:
+                rounds_of[name].append(
+                    _round(opts, st, name, sids, target, api, echo, metrics_port)
                 )
-                label = f"status-{name}-{len(rounds_of[name])}"
-                before = rpc_buckets(metrics_port, "GetQueueStatus")
-                result, window = drive(plan, CLIENTS, pids, opts, label, {"api": api.pid})
-                after = rpc_buckets(metrics_port, "GetQueueStatus")
-                done = Round(result, window, bucket_quantile(before, after, 0.99) * 1000)
-                rounds_of[name].append(done)
-                other = cpu_notes(window, result.client_cpu)["other_cpu"]
+                done = rounds_of[name][-1]
                 opts.say(
-                    f"status: {name} p50 {result.percentile(50):.2f} ms "
-                    f"p99 {result.percentile(99):.2f} ms (server p99 <= {done.server_p99:g} ms, "
-                    f"{result.rate:.0f}/s, other CPU {other:.2f})"
+                    f"status: {name} p50 {done.result.percentile(50):.2f} ms "
+                    f"p99 {done.result.percentile(99):.2f} ms (server p99 <= "
+                    f"{done.server_p99:g} ms, {done.result.rate:.0f}/s, other CPU "
+                    f"{cpu_notes(done.window, done.result.client_cpu)['other_cpu']:.2f})"
                 )
     deep_p99 = statistics.median(r.result.percentile(99) for r in rounds_of["deep"])
     shallow_p99 = statistics.median(r.result.percentile(99) for r in rounds_of["shallow"])
@@ -105,6 +96,8 @@ def run(opts: Options) -> list[Row]:
         "p99_per_round_shallow_ms": [
             round(r.result.percentile(99), 1) for r in rounds_of["shallow"]
         ],
+        "echo_p50_ms": _median(rounds_of["echo"], 50),
+        "echo_p99_ms": _median(rounds_of["echo"], 99),
         "server_p99_bucket_deep_ms": max(r.server_p99 for r in rounds_of["deep"]),
         "server_p99_bucket_shallow_ms": max(r.server_p99 for r in rounds_of["shallow"]),
         "rate_per_s": RATE,
@@ -132,6 +125,34 @@ def run(opts: Options) -> list[Row]:
             notes=notes,
         )
     ]
+
+
+def _round(
+    opts: Options,
+    st: Stack,
+    name: str,
+    sids: list[str],
+    target: int,
+    api: Proc,
+    echo: Proc,
+    metrics_port: int,
+) -> Round:
+    """One measured round of status calls against the API (or the echo, for the floor)."""
+    server = echo if name.startswith("echo") else api
+    plan = load.Plan(
+        target=f"127.0.0.1:{target}",
+        kind=load.STATUS,
+        seconds=opts.seconds(4.0, 3.0),
+        rate=RATE / CLIENTS,
+        session_ids=sids,
+    )
+    label = f"status-{name}"
+    before = rpc_buckets(metrics_port, "GetQueueStatus")
+    pids = {"server": server.pid, "redis": st.redis_pid}
+    result, window = drive(plan, CLIENTS, pids, opts, label, {"server": server.pid})
+    after = rpc_buckets(metrics_port, "GetQueueStatus")
+    server_p99 = 0.0 if server is echo else bucket_quantile(before, after, 0.99) * 1000
+    return Round(result, window, server_p99)
 
 
 @dataclass(frozen=True)
