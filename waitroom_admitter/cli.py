@@ -10,11 +10,7 @@ import click
 
 from shared import metrics
 from shared import settings as settings_mod
-from shared.connections import configure_logging
-from shared.scripts import Scripts
-from waitroom_admitter import heartbeat, schedule
-from waitroom_admitter.worker import Admitter
-from waitroom_cli.common import (
+from shared.cli import (
     RET_INVALID,
     RET_OK,
     RET_SETTINGS,
@@ -23,6 +19,10 @@ from waitroom_cli.common import (
     json_option,
     with_redis,
 )
+from shared.connections import configure_logging
+from shared.scripts import Scripts
+from waitroom_admitter import heartbeat, schedule
+from waitroom_admitter.worker import Admitter
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ import click
 
 from shared import metrics
 from shared import settings as settings_mod
+from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail
 from shared.connections import configure_logging
 from waitroom_api.server import ApiServer, serve
-from waitroom_cli.common import RET_ERROR, RET_OK, RET_SETTINGS, fail
 
 log = logging.getLogger("waitroom_api")
 

@@ -7,10 +7,10 @@ from typing import Any, TypeVar
 
 import click
 
+from shared.cli import emit, json_option, with_redis
 from shared.events import EventConfig, EventState, EventStore
 from shared.scripts import Scripts
 from shared.timefmt import format_ms
-from waitroom_cli.common import emit, json_option, with_redis
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from shared import settings as settings_mod
-from waitroom_cli.common import emit, json_option
+from shared.cli import emit, json_option
 from waitroom_cli.event import event
 from waitroom_cli.token import token
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import click
 
 from shared import token as checkout_token
-from shared.scripts import Scripts
-from shared.settings import SettingsError
-from shared.timefmt import format_ms
-from waitroom_cli.common import (
+from shared.cli import (
     RET_INVALID,
     RET_SETTINGS,
     common_settings,
@@ -17,6 +14,9 @@ from waitroom_cli.common import (
     json_option,
     with_redis,
 )
+from shared.scripts import Scripts
+from shared.settings import SettingsError
+from shared.timefmt import format_ms
 
 
 @click.group()

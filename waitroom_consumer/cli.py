@@ -11,14 +11,7 @@ import click
 
 from shared import metrics
 from shared import settings as settings_mod
-from shared.connections import configure_logging, kafka_producer
-from shared.errors import WaitroomError
-from shared.ids import event_of_session
-from shared.messages import CHECKOUT_COMPLETED, CHECKOUT_EXPIRED, CHECKOUT_FAILED, checkout_message
-from shared.scripts import Scripts
-from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
-from shared.timefmt import now_ms
-from waitroom_cli.common import (
+from shared.cli import (
     RET_CONNECT,
     RET_INVALID,
     RET_OK,
@@ -28,6 +21,13 @@ from waitroom_cli.common import (
     json_option,
     with_redis,
 )
+from shared.connections import configure_logging, kafka_producer
+from shared.errors import WaitroomError
+from shared.ids import event_of_session
+from shared.messages import CHECKOUT_COMPLETED, CHECKOUT_EXPIRED, CHECKOUT_FAILED, checkout_message
+from shared.scripts import Scripts
+from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
+from shared.timefmt import now_ms
 from waitroom_consumer import heartbeat
 from waitroom_consumer.broker import probe, servers
 from waitroom_consumer.logs import throttle_kafka_logs

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from waitroom_cli.common import RET_ERROR, RET_INVALID, RET_OK, emit, fail, json_option
+from shared.cli import RET_ERROR, RET_INVALID, RET_OK, emit, fail, json_option
 from waitroom_dev.stack import DevStack, StackError, StackOptions, stop_stack
 from waitroom_dev.state import DEFAULT_STATE_DIR, StackState, is_ours
 

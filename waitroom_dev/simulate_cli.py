@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from waitroom_cli.common import RET_CONNECT, RET_ERROR, RET_INVALID, RET_OK, emit, fail, json_option
+from shared.cli import RET_CONNECT, RET_ERROR, RET_INVALID, RET_OK, emit, fail, json_option
 from waitroom_dev.state import DEFAULT_STATE_DIR, StackState
 
 DEFAULT_TARGET = "127.0.0.1:50051"

@@ -14,10 +14,10 @@ import pytest
 from api_support import ApiProcess, api_env, make_event
 from click.testing import CliRunner
 
+from shared.cli import RET_ERROR, RET_SETTINGS
 from shared.proto import waitroom_pb2 as pb
 from shared.proto.waitroom_pb2_grpc import WaitroomServiceStub
 from waitroom_api.cli import api as api_command
-from waitroom_cli.common import RET_ERROR, RET_SETTINGS
 
 
 def _exit_code(api: ApiProcess, within: float) -> int:

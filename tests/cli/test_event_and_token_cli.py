@@ -10,11 +10,11 @@ import pytest
 from click.testing import CliRunner, Result
 from redis.asyncio import Redis
 
+from shared.cli import RET_CONNECT, RET_ERROR, RET_INVALID, RET_SETTINGS
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.token import mint_for
 from tests.conftest import JWT_SECRET
-from waitroom_cli.common import RET_CONNECT, RET_ERROR, RET_INVALID, RET_SETTINGS
 from waitroom_cli.main import cli
 
 Invoke = Callable[..., Result]

@@ -22,8 +22,8 @@ from consumer_support import (
 )
 
 from shared import keys
+from shared.cli import RET_CONNECT, RET_ERROR, RET_INVALID, RET_OK, RET_SETTINGS
 from shared.sessions import Status
-from waitroom_cli.common import RET_CONNECT, RET_ERROR, RET_INVALID, RET_OK, RET_SETTINGS
 
 Start = Callable[[dict[str, str]], ConsumerProcess]
 

@@ -1,4 +1,4 @@
-"""What the CLI's commands share: exit codes, output, settings and a Redis connection."""
+"""What every `waitroom` command shares: exit codes, output, settings and a Redis connection."""
 
 from __future__ import annotations
 
