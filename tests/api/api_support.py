@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pytest
-from redis.asyncio import Redis
 
 from shared.events import EventConfig, EventStore
 from shared.scripts import Scripts
+from tests.support import with_scripts
 from waitroom_dev.services import free_port, wait_for_port
 
 T = TypeVar("T")
@@ -98,19 +97,6 @@ def launch(env: dict[str, str], log_path: Path, *, command: list[str] | None = N
         api.stop()
         raise AssertionError(f"the API did not start:\n{api.log()}") from None
     return api
-
-
-def with_scripts(redis_url: str, body: Callable[[Scripts], Awaitable[T]]) -> T:
-    """Run ``body`` with scripts on a fresh async client (created inside the loop)."""
-
-    async def go() -> T:
-        client = Redis.from_url(redis_url)
-        try:
-            return await body(Scripts(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
 
 
 def make_event(redis_url: str, event_id: str, **settings: Any) -> EventConfig:

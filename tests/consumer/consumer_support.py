@@ -6,26 +6,25 @@ topic names (through the settings variables); no test ever sees another's messag
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from redis.asyncio import Redis
 
 from shared.events import EventConfig, EventStore
 from shared.messages import checkout_message
 from shared.scripts import Scripts
 from shared.sessions import SessionRecord
 from shared.timefmt import now_ms
+from tests.support import with_scripts as run
 
 with warnings.catch_warnings():
     # kafka-python reads its protocol schemas with a deprecated importlib call at import time.
@@ -107,19 +106,6 @@ class ConsumerProcess:
 
 
 # --- Redis ---------------------------------------------------------------------------------------
-
-
-def run(redis_url: str, body: Callable[[Scripts], Awaitable[T]]) -> T:
-    """Run ``body`` with Scripts on a fresh asyncio Redis client."""
-
-    async def go() -> T:
-        client = Redis.from_url(redis_url)
-        try:
-            return await body(Scripts(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
 
 
 def admitted_sessions(

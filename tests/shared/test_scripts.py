@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
-from redis.asyncio import Redis
 
 from shared import keys, outbox
 from shared.errors import WaitroomError
@@ -16,20 +14,10 @@ from shared.ids import ticket_of_session
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.token import check_revocation, mint_for, verify
+from tests.support import with_scripts as run
 
 T = TypeVar("T")
 SECRET = "scripts-secret-0123456789abcdef-0123"
-
-
-def run(redis_url: str, body: Callable[[Scripts], Awaitable[T]]) -> T:
-    async def go() -> T:
-        client = Redis.from_url(redis_url)
-        try:
-            return await body(Scripts(client))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(go())
 
 
 async def make_event(s: Scripts, event_id: str, **settings: object) -> None:
