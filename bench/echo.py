@@ -6,7 +6,11 @@ same methods with the same message types, so the load generator drives both iden
 the echo lacks is the waitroom's own work: validation, the Redis round trip, rendering.
 ``join / echo`` is then the share of the gRPC stack's best that the waitroom keeps.
 
-Run: ``python -m bench.echo --addr 127.0.0.1:PORT``.
+With ``--redis URL`` each call also makes one Redis round trip (PING) through a client built like
+the API's: a second baseline that separates the cost of awaiting I/O inside a gRPC handler from
+the waitroom's own work.
+
+Run: ``python -m bench.echo --addr 127.0.0.1:PORT [--redis redis://...]``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from grpc import aio
+from redis.asyncio import Redis
 
+from shared.connections import redis_client
 from shared.proto import waitroom_pb2 as pb
 from shared.proto import waitroom_pb2_grpc
+from shared.settings import ApiSettings, CommonSettings
 from waitroom_api.interceptors import MetricsInterceptor
 from waitroom_api.server import MAX_PENDING_CALLS
 
@@ -33,13 +40,20 @@ _AT = "2026-01-01T00:00:00Z"
 class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     """Answers every method with a response of the same shape as the API's, doing no work."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis: Redis | None = None) -> None:
         self.calls = 0
+        self.redis = redis
+
+    async def _round_trip(self) -> None:
+        """With ``--redis``: one PING per call, as the API makes one script call per join."""
+        if self.redis is not None:
+            await self.redis.ping()
 
     async def JoinQueue(
         self, request: pb.JoinQueueRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.JoinQueueResponse:
         self.calls += 1
+        await self._round_trip()
         return pb.JoinQueueResponse(
             # About as long as a real session id (nonce.ticket.base64(event)).
             session_id=f"{request.user_id}.{self.calls}.{request.event_id}",
@@ -53,6 +67,7 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         self, request: pb.GetQueueStatusRequest, context: aio.ServicerContext[Any, Any]
     ) -> pb.QueueStatusResponse:
         self.calls += 1
+        await self._round_trip()
         return pb.QueueStatusResponse(
             session_id=request.session_id,
             status=pb.SESSION_STATUS_QUEUED,
@@ -83,7 +98,7 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         return f"EchoServicer(calls={self.calls})"
 
 
-async def serve(addr: str) -> None:
+async def serve(addr: str, redis_url: str) -> None:
     # The API server's options (waitroom_api.server.ApiServer), with its defaults.
     server = aio.server(
         interceptors=[MetricsInterceptor()],
@@ -93,7 +108,14 @@ async def serve(addr: str) -> None:
             ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
         ],
     )
-    servicer = EchoServicer()
+    redis = None
+    if redis_url:
+        # Built as the API builds its client (shared.connections, same pool size).
+        settings = ApiSettings()
+        redis = redis_client(
+            CommonSettings(redis_url=redis_url), max_connections=settings.redis_connections
+        )
+    servicer = EchoServicer(redis)
     waitroom_pb2_grpc.add_WaitroomServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port(addr)
     await server.start()
@@ -110,9 +132,10 @@ async def serve(addr: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--addr", required=True, help="host:port to listen on")
+    parser.add_argument("--redis", default="", help="Redis URL: one PING per call if given")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.addr))
+    asyncio.run(serve(args.addr, args.redis))
 
 
 if __name__ == "__main__":

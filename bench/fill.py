@@ -17,6 +17,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared import keys
 from shared.events import EventConfig, EventState, EventStore
 from shared.ids import ticket_of_session
 from shared.scripts import JoinResult, Scripts
@@ -41,6 +42,38 @@ async def create_event(redis_url: str, config: EventConfig) -> EventConfig:
         return await EventStore(redis).create(config)
     finally:
         await redis.aclose()
+
+
+async def _fill_checkout(redis_url: str, event_id: str) -> int:
+    redis = Redis.from_url(redis_url)
+    scripts = Scripts(redis)
+    store = EventStore(redis, scripts)
+    try:
+        config = await store.get(event_id)
+        users = [f"checkout-{n}" for n in range(config.max_concurrent)]
+        await scripts.join_many(event_id, users)
+        await store.update(event_id, state=EventState.OPEN, rate=1_000_000.0)
+        admitted = 0
+        while admitted < config.max_concurrent:
+            result = await scripts.admit(event_id, config.max_concurrent)
+            if result is None or not result.admitted:
+                break
+            admitted += result.admitted
+        # Back to the configured rate and state; the outbox was relayed long ago.
+        await store.update(event_id, state=config.state, rate=config.rate)
+        await redis.delete(keys.outbox(event_id))
+        return admitted
+    finally:
+        await redis.aclose()
+
+
+def full_checkout_event(redis_url: str, config: EventConfig) -> EventConfig:
+    """Create the event with every checkout slot taken, as during a sale once the queue has
+    formed: joins then queue up and announce nothing (no admitter could admit anyone)."""
+    created = asyncio.run(create_event(redis_url, config))
+    admitted = asyncio.run(_fill_checkout(redis_url, config.event_id))
+    assert admitted == config.max_concurrent, admitted
+    return created
 
 
 def paused_event(event_id: str, **changes: Any) -> EventConfig:

@@ -6,18 +6,19 @@ best that the waitroom keeps. Two API processes share one port (SO_REUSEPORT); e
 process opens several connections, which the kernel spreads over the listeners. Latency is then
 measured at 80% of the one-process saturation rate, open loop.
 
-Every call is a new user (a new place in the queue), on an open event with no admitter, so
-every join also announces itself on the notify channel as it would while checkout has room.
+Every call is a new user (a new place in the queue) of an open event whose checkout is full, as
+on a sale day once the queue has formed (a join then announces nothing: nobody could be
+admitted). While checkout has room, each join also publishes the event id on the notify
+channel, which every API process and admitter receives.
 """
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from bench import load
 from bench.cpu import CpuWindow
-from bench.fill import create_event
+from bench.fill import full_checkout_event
 from bench.procs import Stack, free_port, stack
 from bench.report import Row
 from bench.runner import Options, cpu_notes, drive
@@ -83,16 +84,20 @@ def _ms_per_call(window: CpuWindow, result: load.LoadResult, names: list[str]) -
 def run(opts: Options) -> list[Row]:
     seconds = opts.seconds(8.0, 3.0)
     rounds = 1 if opts.quick else 2
-    best_echo, best_one, best_two = Best(), Best(), Best()
+    best_echo, best_echo_redis, best_one, best_two = Best(), Best(), Best(), Best()
     with stack(opts.workdir) as st:
         for r in range(rounds):
             # Rounds alternate the three setups so the machine's noise falls on each alike;
             # one server at a time, since every API process hears every join's announcement.
             for event_id in (f"one{r}", f"two{r}"):
-                asyncio.run(create_event(st.redis_url, EventConfig(event_id)))
+                full_checkout_event(st.redis_url, EventConfig(event_id))
             echo_port = free_port()
             echo = st.echo(echo_port)
             best_echo.offer(*_saturate(opts, echo_port, f"echo{r}", {"echo": echo.pid}, seconds))
+            st.stop_procs()
+            echo = st.echo(echo_port, redis=True)
+            pids = {"echo": echo.pid, "redis": st.redis_pid}
+            best_echo_redis.offer(*_saturate(opts, echo_port, f"echoredis{r}", pids, seconds))
             st.stop_procs()
             port, pids = _api(st, 1)
             one_now = _saturate(opts, port, f"one{r}", pids, seconds)
@@ -109,7 +114,9 @@ def run(opts: Options) -> list[Row]:
     echo_result, echo_window = best_echo.get()
     one, one_window = best_one.get()
     two, two_window = best_two.get()
+    echo_redis, echo_redis_window = best_echo_redis.get()
     echo_ms = _ms_per_call(echo_window, echo_result, ["echo"])
+    echo_redis_ms = _ms_per_call(echo_redis_window, echo_redis, ["echo"])
     join_ms = _ms_per_call(one_window, one, ["api1"])
     return [
         Row(
@@ -128,6 +135,8 @@ def run(opts: Options) -> list[Row]:
                 "api_cpu_ms_per_join": round(join_ms, 3),
                 "echo_cpu_ms_per_call": round(echo_ms, 3),
                 "ratio_per_cpu": round(echo_ms / join_ms, 2) if join_ms else 0,
+                "echo_with_redis_ping_per_s": round(echo_redis.rate),
+                "echo_with_redis_ping_cpu_ms_per_call": round(echo_redis_ms, 3),
                 "echo_cpu": round(echo_window.of("echo"), 2),
                 "echo_client_cpu": round(echo_result.client_cpu, 2),
                 "echo_other_cpu": round(
@@ -176,7 +185,7 @@ def _steady(
     opts: Options, st: Stack, port: int, pids: dict[str, int], at: float, seconds: float
 ) -> tuple[load.LoadResult, CpuWindow]:
     """Open-loop joins at ``at`` per second."""
-    asyncio.run(create_event(st.redis_url, EventConfig("steady")))
+    full_checkout_event(st.redis_url, EventConfig("steady"))
     plan = load.Plan(
         target=f"127.0.0.1:{port}",
         kind=load.JOIN,

@@ -143,9 +143,12 @@ class Stack:
         proc.wait_for_log("listening on", 30)
         return proc
 
-    def echo(self, port: int) -> Proc:
-        """The bare gRPC echo baseline on ``port`` (see ``bench.echo``)."""
+    def echo(self, port: int, *, redis: bool = False) -> Proc:
+        """The bare gRPC echo baseline on ``port`` (see ``bench.echo``); with ``redis``, one
+        Redis round trip per call."""
         args = [sys.executable, "-m", "bench.echo", "--addr", f"127.0.0.1:{port}"]
+        if redis:
+            args += ["--redis", self.redis_url]
         proc = self.spawn("echo", args, self.env())
         proc.wait_for_log("listening on", 30)
         return proc
