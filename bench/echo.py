@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,8 @@ from waitroom_api.server import MAX_PENDING_CALLS
 log = logging.getLogger("bench.echo")
 
 _AT = "2026-01-01T00:00:00Z"
+STREAM_START = 1_000_000
+TICK_SECONDS = 0.1  # the API's default stream_min_interval_seconds
 
 
 class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
@@ -43,6 +46,8 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     def __init__(self, redis: Redis | None = None) -> None:
         self.calls = 0
         self.redis = redis
+        self.ticks = 0
+        self.streams: set[asyncio.Event] = set()
 
     async def _round_trip(self) -> None:
         """With ``--redis``: one PING per call, as the API makes one script call per join."""
@@ -86,8 +91,38 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     async def StreamQueuePosition(
         self, request: pb.StreamPositionRequest, context: aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.PositionUpdate]:
+        """A new position on every tick (see ``tick``), for as long as the client listens."""
         self.calls += 1
-        yield pb.PositionUpdate(session_id=request.session_id, updated_at=_AT)
+        wake = asyncio.Event()
+        wake.set()
+        self.streams.add(wake)
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                yield pb.PositionUpdate(
+                    session_id=request.session_id,
+                    position=max(1, STREAM_START - self.ticks),
+                    queue_length=max(1, STREAM_START - self.ticks),
+                    status=pb.SESSION_STATUS_QUEUED,
+                    updated_at=_AT,
+                )
+        finally:
+            self.streams.discard(wake)
+
+    async def tick(self) -> None:
+        """Move every open stream on, as often as the API's watcher may (every 0.1 s at most),
+        or as soon as the previous pass is done when a pass takes longer: the most position
+        updates this gRPC setup can push, with no work behind them."""
+        while True:
+            started = time.monotonic()
+            self.ticks += 1
+            for wake in self.streams:
+                wake.set()
+            # The pass is done when every stream has taken its wake-up and sent.
+            while any(w.is_set() for w in self.streams):
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(max(0.0, TICK_SECONDS - (time.monotonic() - started)))
 
     async def HealthCheck(
         self, request: pb.HealthCheckRequest, context: aio.ServicerContext[Any, Any]
@@ -119,12 +154,14 @@ async def serve(addr: str, redis_url: str) -> None:
     waitroom_pb2_grpc.add_WaitroomServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port(addr)
     await server.start()
+    ticker = asyncio.create_task(servicer.tick())
     log.info("echo listening on port %d", port)
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopped.set)
     await stopped.wait()
+    ticker.cancel()
     await server.stop(1)
     log.info("echo stopped: %r", servicer)
 

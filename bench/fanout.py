@@ -21,7 +21,7 @@ from bench import kafka
 from bench.cpu import CpuWindow
 from bench.fill import create_event, fill, paused_event
 from bench.load import percentile
-from bench.procs import free_port, stack
+from bench.procs import Stack, free_port, stack
 from bench.report import Row
 from bench.runner import Options, wait_until
 from bench.streams import StreamClients
@@ -63,6 +63,29 @@ def _admissions(redis_url: str, streams: int, since_ms: float) -> list[tuple[int
     return out
 
 
+def _echo_baseline(
+    opts: Options, st: Stack, sids: list[str], seconds: float
+) -> tuple[float, float]:
+    """Updates/s the echo server pushes to the same streams with no work behind them (a pass
+    over all of them every 0.1 s at most, like the API's watcher), and its CPU."""
+    port = free_port()
+    echo = st.echo(port)
+    clients = StreamClients(f"127.0.0.1:{port}", sids, CLIENTS, CHANNELS)
+    try:
+        clients.wait_ready()
+        window = CpuWindow({"echo": echo.pid}).start()
+        clients.go.set()
+        time.sleep(min(seconds, 10.0))
+        window.stop()
+        results = clients.finish([])
+    finally:
+        clients.close()
+        echo.stop()
+    rate = sum(r.updates for r in results) / window.seconds
+    opts.say(f"fanout: echo pushes {rate:,.0f} updates/s at {window.of('echo'):.2f} cores")
+    return rate, window.of("echo")
+
+
 def run(opts: Options) -> list[Row]:
     streams = opts.size(10_000, 2_000, minimum=10)
     seconds = opts.seconds(20.0, 8.0)
@@ -98,12 +121,15 @@ def run(opts: Options) -> list[Row]:
             results = clients.finish(admissions)
         finally:
             clients.close()
+        st.stop_procs()
+        echo_rate, echo_cpu = _echo_baseline(opts, st, filled.sampled, seconds)
     assert window.cores is not None
     lat = sorted(x for r in results for x in r.latencies)
     missed = sum(r.missed for r in results)
     errors = sum(r.errors for r in results)
     client_cpu = sum(r.cpu for r in results) / max(r.seconds for r in results)
     api_cpu = window.of("api")
+    updates_rate = sum(r.updates for r in results) / admitted_for
     p99 = percentile(lat, 99) if lat else float("inf")
     if missed and missed / (missed + len(lat)) > 0.01:
         p99 = float("inf")  # more than 1% never shown: the p99 is not in the data
@@ -113,7 +139,10 @@ def run(opts: Options) -> list[Row]:
         "admitted_per_s": round(len(admissions) / admitted_for, 1),
         "pairs_measured": len(lat),
         "missed": missed,
-        "updates_per_s": round(sum(r.updates for r in results) / admitted_for),
+        "updates_per_s": round(updates_rate),
+        "echo_updates_per_s": round(echo_rate),
+        "echo_cpu": round(echo_cpu, 2),
+        "api_cpu_us_per_update": round(1e6 * api_cpu / updates_rate) if updates_rate else 0,
         "redis_cpu": round(window.of("redis"), 2),
         "other_cpu": round(window.others([api_cpu, window.of("redis"), client_cpu]), 2),
         "stream_errors": errors,
@@ -138,6 +167,8 @@ def run(opts: Options) -> list[Row]:
             name="API process CPU while streaming",
             figure=api_cpu,
             unit="cores",
+            baseline=echo_cpu * updates_rate / echo_rate if echo_rate else None,
+            baseline_name="echo CPU for as many updates",
             target=f"< {SATURATED_CORES:g} (not saturated)",
             met=api_cpu < SATURATED_CORES,
             client_cpu=client_cpu,
