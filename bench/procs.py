@@ -161,6 +161,13 @@ class Stack:
         proc.wait_for_log("assigned", 60)
         return proc
 
+    def __repr__(self) -> str:
+        running = sum(1 for p in self.procs if p.proc.poll() is None)
+        return (
+            f"Stack(redis={self.redis_url}, kafka={self.bootstrap}, "
+            f"procs={len(self.procs)}, running={running})"
+        )
+
     def stop_procs(self) -> None:
         while self.procs:
             self.procs.pop().stop()

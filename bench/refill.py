@@ -67,6 +67,9 @@ class Refiller:
         self.admitted: deque[tuple[str, str]] = deque()  # (session id, user id), oldest first
         self.seen: set[str] = set()
 
+    def __repr__(self) -> str:
+        return f"Refiller(admissions_seen={len(self.seen)}, slots_known={len(self.admitted)})"
+
     def close(self) -> None:
         self.producer.close(timeout=5)
         self.watcher.close()

@@ -194,6 +194,10 @@ class StreamClients:
         results: list[StreamResult] = self._gather(self.results, 300)
         return results
 
+    def __repr__(self) -> str:
+        alive = sum(1 for p in self.procs if p.is_alive())
+        return f"StreamClients(processes={len(self.procs)}, alive={alive})"
+
     def close(self) -> None:
         self.go.set()
         self.stop.set()
