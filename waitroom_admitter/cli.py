@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -17,6 +16,7 @@ from shared.cli import (
     emit,
     fail,
     json_option,
+    run_process,
     with_redis,
 )
 from shared.connections import configure_logging
@@ -61,7 +61,7 @@ def admitter(ctx: click.Context) -> None:
         replica_id=settings.replica_id,
         dead_letter_topic=dead_letter_topic,
     )
-    asyncio.run(worker.run(handle_signals=True))
+    run_process(worker.run(handle_signals=True))
     sys.exit(RET_OK)
 
 

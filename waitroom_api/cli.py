@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -10,7 +9,7 @@ import click
 
 from shared import metrics
 from shared import settings as settings_mod
-from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail
+from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail, run_process
 from shared.connections import configure_logging
 from waitroom_api.server import ApiServer, serve
 
@@ -44,7 +43,7 @@ def api() -> None:
     configure_logging(common.log_level)
     metrics.serve(common.metrics_port)
     try:
-        asyncio.run(serve(common, api_settings, on_started=_announce))
+        run_process(serve(common, api_settings, on_started=_announce))
     except RuntimeError as exc:
         # grpc reports a port it cannot bind as RuntimeError.
         fail(f"cannot serve on {api_settings.addr}: {exc}", RET_ERROR)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Any
@@ -19,6 +18,7 @@ from shared.cli import (
     emit,
     fail,
     json_option,
+    run_process,
     with_redis,
 )
 from shared.connections import configure_logging, kafka_producer
@@ -60,7 +60,7 @@ def consumer(ctx: click.Context) -> None:
     configure_logging(common.log_level)
     throttle_kafka_logs()
     metrics.serve(common.metrics_port)
-    sys.exit(asyncio.run(Consumer(common, tuning, consumer_settings).run()))
+    sys.exit(run_process(Consumer(common, tuning, consumer_settings).run()))
 
 
 @consumer.command()
