@@ -22,6 +22,8 @@ CHECKOUT_EXPIRED = "checkout.expired"
 PRODUCED_TOPICS = (QUEUE_JOINED, QUEUE_LEFT, QUEUE_READY)
 CHECKOUT_TOPICS = (CHECKOUT_COMPLETED, CHECKOUT_FAILED, CHECKOUT_EXPIRED)
 MESSAGE_ID_HEADER = "message_id"
+# One encoder: json.dumps with non-default options builds a new one on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class OutgoingMessage:
 
 def encode(topic: str, event_id: str, message_id: str, fields: dict[str, Any]) -> OutgoingMessage:
     body = {**fields, "message_id": message_id}
-    value = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    value = _JSON.encode(body).encode("utf-8")
     return OutgoingMessage(topic, event_id.encode("utf-8"), value, message_id)
 
 

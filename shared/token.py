@@ -37,6 +37,8 @@ def _b64(data: bytes) -> bytes:
 
 # What PyJWT writes for HS256 (sorted keys, compact); `mint` is byte-identical to jwt.encode.
 _SIGNED_HEADER = _b64(b'{"alg":"HS256","typ":"JWT"}') + b"."
+# One encoder: json.dumps with non-default options builds a new one on every call.
+_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def mint(secret: str, claims: TokenClaims) -> str:
@@ -55,7 +57,7 @@ def mint(secret: str, claims: TokenClaims) -> str:
         "jti": claims.session_id,
         "iss": ISSUER,
     }
-    body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+    body = _JSON.encode(payload).encode("utf-8")
     signing_input = _SIGNED_HEADER + _b64(body)
     signature = hmac.new(secret.encode("utf-8"), signing_input, hashlib.sha256).digest()
     return (signing_input + b"." + _b64(signature)).decode("ascii")
