@@ -21,7 +21,16 @@ from shared.errors import Code, WaitroomError
 from shared.ids import event_suffix, new_nonce, ticket_of_session
 from shared.sessions import SessionRecord
 
-_EVENT_SCRIPTS = ("join", "status", "leave", "admit", "finish", "purge", "event_save")
+_EVENT_SCRIPTS = (
+    "join",
+    "status",
+    "queue_view",
+    "leave",
+    "admit",
+    "finish",
+    "purge",
+    "event_save",
+)
 _LOCK_SCRIPTS = ("lock_renew", "lock_release")
 
 
@@ -114,6 +123,21 @@ class StatusResult:
 
 
 @dataclass(frozen=True)
+class QueueView:
+    """The shape of one event's queue at one instant (``queue_view``).
+
+    ``holes`` are the tickets at or past ``head`` that left while waiting, ascending.
+    """
+
+    head: int
+    seq: int
+    queue_length: int
+    in_checkout: int
+    now_ms: int
+    holes: list[int]
+
+
+@dataclass(frozen=True)
 class AdmitResult:
     admitted: int
     expired: int
@@ -182,6 +206,13 @@ class Scripts:
             record = SessionRecord.decode(raw, ticket_of_session(sid)) if raw else None
             views.append(SessionView(sid, record, int(reply[4 + 2 * i])))
         return StatusResult(int(reply[0]), int(reply[1]), int(reply[2]), views)
+
+    async def queue_view(self, event_id: str) -> QueueView:
+        """Head, seq and holes of the queue: enough to place any waiting ticket without its
+        record (``QueueView``)."""
+        reply = await self._event("queue_view", event_id)
+        v = [int(x) for x in reply]
+        return QueueView(v[0], v[1], v[2], v[3], v[4], holes=v[5:])
 
     async def leave(self, event_id: str, session_id: str) -> tuple[str, int]:
         """``(outcome, status)``: outcome is LEFT, EXPIRED or ALREADY."""
