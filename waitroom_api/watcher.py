@@ -1,18 +1,24 @@
-"""Position streams that scale: one Redis read per event per tick, not one per stream.
+"""Position streams that scale: one small Redis read per event per pass, not one per stream.
 
 Per process there is one pub/sub subscription to ``keys.NOTIFY_CHANNEL`` (the scripts publish
 an event id whenever that event's queue or checkout changed) and one ``EventWatcher`` per event
-with open streams. A watcher re-reads all its sessions with the ``status`` script, at most 500
-per call, when its event is announced (bursts coalesced to one re-read per
+with open streams. A pass happens when its event is announced (bursts coalesced to one pass per
 ``stream_min_interval_seconds``) and at least every ``stream_poll_seconds``, because pub/sub is
-lossy and checkout leases run out without an announcement. Each stream then gets the session's
-new state if its status or position changed. 10,000 streams on one event cost 20 script calls
-per re-read.
+lossy and checkout leases run out without an announcement.
+
+A pass reads the queue's shape once (``queue_view``: head, seq, the few holes past the head).
+A session last read as QUEUED whose ticket is still in ``[head, seq]`` and not a hole is still
+waiting with the same record (only admission, which moves the head past it, and leaving or
+expiring on rejoin, which make it a hole, change a waiting record), so its position is computed
+here, exactly as ``status`` would: ``ticket - head + 1 - holes <= ticket``. Only the other
+sessions (admitted, left, in checkout, unknown) are re-read with ``status``, at most 500 per
+call. Each stream then gets the session's new state if its status or position changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -23,8 +29,10 @@ from redis.asyncio import Redis
 from shared import keys, metrics
 from shared.backoff import Outage
 from shared.errors import WaitroomError
+from shared.ids import ticket_of_session
 from shared.proto import waitroom_pb2 as pb
-from shared.scripts import Scripts, SessionView
+from shared.scripts import QueueView, Scripts, SessionView
+from shared.sessions import SessionRecord, Status
 from shared.settings import ApiSettings
 from waitroom_api.errors import REDIS_DOWN
 from waitroom_api.render import Renderer, SessionState, session_state
@@ -50,6 +58,14 @@ def honour_cancellation() -> None:
         raise asyncio.CancelledError
 
 
+def _ticket(session_id: str) -> int:
+    """The ticket in a session id; 0 (never waiting, so always re-read) if it has none."""
+    try:
+        return ticket_of_session(session_id)
+    except (IndexError, ValueError):
+        return 0
+
+
 class Stream:
     """One open StreamQueuePosition call: the newest state it has not sent yet.
 
@@ -59,13 +75,17 @@ class Stream:
     def __init__(self, event_id: str, session_id: str, renderer: Renderer) -> None:
         self.event_id = event_id
         self.session_id = session_id
+        self.ticket = _ticket(session_id)
         self.renderer = renderer
         self.sent = 0
+        self.record: SessionRecord | None = None  # as of the newest read offered
+        self.state: SessionState | None = None  # the newest state offered
         self._read_at = -1  # when the newest read offered was started, to drop older reads
         self._key: tuple[object, int] | None = None
         self._pending: SessionState | None = None
         self._error: WaitroomError | None = None
         self._ready = asyncio.Event()
+        self._counted = metrics.STREAM_UPDATES.labels(event_id)  # labels() once, not per update
 
     def offer(self, view: SessionView, queue_length: int, now_ms: int, read_at: int) -> None:
         """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
@@ -73,12 +93,14 @@ class Stream:
         if read_at < self._read_at:
             return  # a slower, older read finishing after a newer one
         self._read_at = read_at
+        self.record = view.record
         try:
             state = session_state(self.event_id, view, queue_length, now_ms)
         except WaitroomError as exc:
             self._error = exc
             self._ready.set()
             return
+        self.state = state
         if state.key != self._key:
             self._key = state.key
             self._pending = state
@@ -96,13 +118,39 @@ class Stream:
             if state is None:
                 continue
             self.sent += 1
-            metrics.STREAM_UPDATES.labels(self.event_id).inc()
+            self._counted.inc()
             yield self.renderer.position_update(state)
             if state.status.terminal:
                 return
 
+    def offer_place(self, place: int, queue: QueueView, read_at: int) -> None:
+        """Offer the session as still waiting, at ``place`` in ``queue`` (read at ``read_at``),
+        with the record of its last read (a waiting session's record does not change)."""
+        if self.record is not None:
+            placed = SessionView(self.session_id, self.record, place - 1)
+            self.offer(placed, queue.queue_length, queue.now_ms, read_at)
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the newest read found the session QUEUED."""
+        return self.record is not None and self.record.status is Status.QUEUED
+
     def __repr__(self) -> str:
         return f"Stream({self.session_id!r}, sent={self.sent})"
+
+
+def position(view: QueueView, ticket: int) -> int:
+    """1-based position of ``ticket`` if it is still waiting in ``view``'s queue, else 0.
+
+    Still waiting means at or past the head, issued, and not a hole; for a session last read
+    as QUEUED this is exactly the position ``status`` reports now (see the module docstring).
+    """
+    if not view.head <= ticket <= view.seq:
+        return 0
+    holes_up_to = bisect.bisect_right(view.holes, ticket)
+    if holes_up_to and view.holes[holes_up_to - 1] == ticket:
+        return 0
+    return ticket - view.head + 1 - holes_up_to
 
 
 class EventWatcher:
@@ -116,8 +164,10 @@ class EventWatcher:
         self.settings = settings
         self.outage = outage
         self.streams: dict[str, set[Stream]] = {}
-        self.reads = 0  # re-reads of all sessions
+        self.reads = 0  # passes over all sessions
         self.calls = 0  # status script calls they took
+        self.placed = 0  # sessions placed from the queue's shape, without reading them
+        self.reread = 0  # sessions read with status
         self.failures = 0
         self._wake = asyncio.Event()
         self._stopped = False
@@ -146,16 +196,31 @@ class EventWatcher:
         self._wake.set()
 
     async def refresh(self) -> None:
-        """Read every watched session, at most ``CHUNK`` per call, and offer each its state."""
-        session_ids = list(self.streams)
-        for start in range(0, len(session_ids), CHUNK):
+        """One pass: place the waiting sessions from the queue's shape, re-read the others
+        (at most ``CHUNK`` per call), and offer each stream its session's state."""
+        read_at = time.monotonic_ns()
+        view = await self.scripts.queue_view(self.event_id)
+        unread = []
+        # No await in this loop: the streams cannot change under it.
+        for session_id, streams in self.streams.items():
+            place = 0
+            if all(stream.waiting for stream in streams):
+                place = position(view, next(iter(streams)).ticket)
+            if place == 0:
+                unread.append(session_id)
+                continue
+            self.placed += 1
+            for stream in streams:
+                stream.offer_place(place, view, read_at)
+        for start in range(0, len(unread), CHUNK):
             read_at = time.monotonic_ns()
-            result = await self.scripts.status(self.event_id, session_ids[start : start + CHUNK])
+            result = await self.scripts.status(self.event_id, unread[start : start + CHUNK])
             self.calls += 1
-            for view in result.sessions:
+            self.reread += len(result.sessions)
+            for session in result.sessions:
                 # Streams may have closed (or opened) while the script ran.
-                for stream in tuple(self.streams.get(view.session_id, ())):
-                    stream.offer(view, result.queue_length, result.now_ms, read_at)
+                for stream in tuple(self.streams.get(session.session_id, ())):
+                    stream.offer(session, result.queue_length, result.now_ms, read_at)
         self.reads += 1
 
     async def _run(self) -> None:
@@ -193,7 +258,8 @@ class EventWatcher:
         streams = sum(len(s) for s in self.streams.values())
         return (
             f"EventWatcher({self.event_id!r}, streams={streams}, reads={self.reads}, "
-            f"calls={self.calls}, failures={self.failures})"
+            f"calls={self.calls}, placed={self.placed}, reread={self.reread}, "
+            f"failures={self.failures})"
         )
 
 

@@ -1,0 +1,150 @@
+"""The stream watcher places waiting sessions from the queue's shape: what every stream is
+offered must be exactly what ``status`` reports, while only sessions that moved out of the queue
+(or are not waiting) are read again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from api_support import make_event
+
+from shared.backoff import Outage
+from shared.scripts import QueueView, Scripts
+from shared.sessions import Status
+from shared.settings import ApiSettings
+from tests.support import with_scripts as run_scripts
+from waitroom_api.render import Renderer, session_state
+from waitroom_api.watcher import EventWatcher, Stream, position
+
+EVENT = "fanout1"
+RENDERER = Renderer("fanout-tests-secret-0123456789abcdef", "", "")
+
+
+def _watcher(scripts: Scripts) -> EventWatcher:
+    return EventWatcher(EVENT, scripts, ApiSettings(), Outage("test re-reads", logging.getLogger()))
+
+
+async def _open(watcher: EventWatcher, session_ids: list[str]) -> list[Stream]:
+    streams = [Stream(EVENT, sid, RENDERER) for sid in session_ids]
+    for stream in streams:
+        watcher.add(stream)
+    return streams
+
+
+async def _expected(scripts: Scripts, session_ids: list[str]) -> dict[str, tuple[Status, int, int]]:
+    """(status, position, queue_length) of each session as ``status`` reports it now."""
+    result = await scripts.status(EVENT, session_ids)
+    out = {}
+    for view in result.sessions:
+        state = session_state(EVENT, view, result.queue_length, result.now_ms)
+        out[view.session_id] = (state.status, state.position, state.queue_length)
+    return out
+
+
+def _offered(streams: list[Stream]) -> dict[str, tuple[Status, int, int]]:
+    out = {}
+    for stream in streams:
+        assert stream.state is not None, stream
+        out[stream.session_id] = (
+            stream.state.status,
+            stream.state.position,
+            stream.state.queue_length,
+        )
+    return out
+
+
+def test_position_counts_the_holes_up_to_the_ticket() -> None:
+    view = QueueView(head=10, seq=20, queue_length=8, in_checkout=0, now_ms=0, holes=[12, 15, 16])
+    assert [position(view, t) for t in range(9, 22)] == [0, 1, 2, 0, 3, 4, 0, 0, 5, 6, 7, 8, 0]
+
+
+def test_placed_positions_match_status_through_leaves_admissions_and_joins(
+    redis_url: str,
+) -> None:
+    make_event(redis_url, EVENT, rate=1000, max_concurrent=1000)
+
+    async def scenario(scripts: Scripts) -> None:
+        watcher = _watcher(scripts)
+        sessions = [(await scripts.join(EVENT, f"user{i}")).session_id for i in range(40)]
+        streams = await _open(watcher, sessions)
+        # Two streams on one session see the same thing.
+        streams += await _open(watcher, [sessions[30]])
+        all_ids = sessions
+
+        async def check(step: str, change: Callable[[], Awaitable[object]]) -> int:
+            """Apply ``change``, run a pass; every stream must hold what status says. Returns
+            how many sessions the pass read with ``status``."""
+            await change()
+            before = watcher.reread
+            await watcher.refresh()
+            assert _offered(streams) == await _expected(scripts, all_ids), step
+            return watcher.reread - before
+
+        async def nothing() -> None:
+            pass
+
+        # First pass: nothing is known yet, everything is read.
+        assert await check("first pass", nothing) == len(sessions)
+        # Nothing changed: every session is placed without a read.
+        assert await check("unchanged", nothing) == 0
+
+        async def leave_some() -> None:
+            for i in (2, 3, 7, 25):
+                await scripts.leave(EVENT, sessions[i])
+
+        # The four that left are read (they are holes now); the rest are placed around them.
+        assert await check("leaves", leave_some) == 4
+
+        async def admit_past_holes() -> None:
+            await scripts.admit(EVENT, 6)  # tickets 1..8 minus the holes 3, 4
+
+        # The six admitted are read; the two holes the head passed were left already (and
+        # are read again only because they are not waiting).
+        assert await check("admission", admit_past_holes) == 6 + 4
+
+        async def join_more_and_leave_the_last() -> None:
+            more = [(await scripts.join(EVENT, f"late{i}")).session_id for i in range(5)]
+            streams.extend(await _open(watcher, more))
+            all_ids.extend(more)
+            await scripts.leave(EVENT, more[-1])
+
+        # New streams are read once (the newest one left); old waiting ones are placed.
+        assert await check("joins", join_more_and_leave_the_last) == 5 + 10
+
+        async def finish_one_admitted() -> None:
+            await scripts.finish(EVENT, sessions[0], Status.COMPLETED, "checkout_completed")
+
+        await check("checkout outcome", finish_one_admitted)
+
+        async def admit_the_rest() -> None:
+            await scripts.admit(EVENT, 100)
+
+        await check("drained", admit_the_rest)
+        assert all(s.state is not None and s.state.position == 0 for s in streams)
+
+    run_scripts(redis_url, scenario)
+
+
+def test_waiting_sessions_past_their_lifetime_are_expired_without_a_read(redis_url: str) -> None:
+    make_event(redis_url, EVENT, session_ttl_seconds=1)
+
+    async def scenario(scripts: Scripts) -> None:
+        watcher = _watcher(scripts)
+        sessions = [(await scripts.join(EVENT, f"user{i}")).session_id for i in range(5)]
+        streams = await _open(watcher, sessions)
+        await watcher.refresh()
+        assert {s.state.status for s in streams if s.state} == {Status.QUEUED}
+        deadline = time.monotonic() + 5
+        while not all(s.state and s.state.status is Status.EXPIRED for s in streams):
+            assert time.monotonic() < deadline, _offered(streams)
+            before = watcher.reread
+            await watcher.refresh()
+            assert watcher.reread == before  # their records are known: QUEUED until expiry
+            await asyncio.sleep(0.1)
+        # Exactly as a status read reports them: EXPIRED, no position (records still QUEUED).
+        assert _offered(streams) == await _expected(scripts, sessions)
+
+    run_scripts(redis_url, scenario)
