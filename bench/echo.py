@@ -48,6 +48,7 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         self.redis = redis
         self.ticks = 0
         self.streams: set[asyncio.Event] = set()
+        self.last_open = 0.0
 
     async def _round_trip(self) -> None:
         """With ``--redis``: one PING per call, as the API makes one script call per join."""
@@ -96,6 +97,7 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         wake = asyncio.Event()
         wake.set()
         self.streams.add(wake)
+        self.last_open = time.monotonic()
         try:
             while True:
                 await wake.wait()
@@ -113,8 +115,16 @@ class EchoServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     async def tick(self) -> None:
         """Move every open stream on, as often as the API's watcher may (every 0.1 s at most),
         or as soon as the previous pass is done when a pass takes longer: the most position
-        updates this gRPC setup can push, with no work behind them."""
+        updates this gRPC setup can push, with no work behind them.
+
+        Ticks wait while streams are still opening (until none opened for a second): passes
+        back to back leave grpc.aio too little of the loop to accept new calls, so a burst of
+        opens would trickle in at a few per second.
+        """
         while True:
+            if time.monotonic() - self.last_open < 1.0:
+                await asyncio.sleep(0.1)
+                continue
             started = time.monotonic()
             self.ticks += 1
             for wake in self.streams:

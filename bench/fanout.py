@@ -73,6 +73,7 @@ def _echo_baseline(
     clients = StreamClients(f"127.0.0.1:{port}", sids, CLIENTS, CHANNELS)
     try:
         clients.wait_ready()
+        time.sleep(1.5)  # the echo starts its passes once no stream opened for a second
         window = CpuWindow({"echo": echo.pid}).start()
         clients.go.set()
         time.sleep(min(seconds, 10.0))
