@@ -26,6 +26,7 @@ from typing import Any
 from grpc import aio
 from redis.asyncio import Redis
 
+from shared.cli import run_process
 from shared.connections import redis_client
 from shared.proto import waitroom_pb2 as pb
 from shared.proto import waitroom_pb2_grpc
@@ -182,7 +183,7 @@ def main() -> None:
     parser.add_argument("--redis", default="", help="Redis URL: one PING per call if given")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(serve(args.addr, args.redis))
+    run_process(serve(args.addr, args.redis))  # on uvloop, as the API runs
 
 
 if __name__ == "__main__":
