@@ -35,7 +35,7 @@ from shared.scripts import QueueView, Scripts, SessionView
 from shared.sessions import SessionRecord, Status
 from shared.settings import ApiSettings
 from waitroom_api.errors import REDIS_DOWN
-from waitroom_api.render import Renderer, SessionState, session_state
+from waitroom_api.render import Renderer, SessionState, record_state
 
 log = logging.getLogger(__name__)
 
@@ -90,12 +90,23 @@ class Stream:
     def offer(self, view: SessionView, queue_length: int, now_ms: int, read_at: int) -> None:
         """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
         sending if status or position changed."""
+        self._offer(view.record, view.rank, queue_length, now_ms, read_at)
+
+    def offer_place(self, place: int, queue: QueueView, read_at: int) -> None:
+        """Offer the session as still waiting, at ``place`` in ``queue`` (read at ``read_at``),
+        with the record of its last read (a waiting session's record does not change)."""
+        if self.record is not None:
+            self._offer(self.record, place - 1, queue.queue_length, queue.now_ms, read_at)
+
+    def _offer(
+        self, record: SessionRecord | None, rank: int, queue_length: int, now_ms: int, read_at: int
+    ) -> None:
         if read_at < self._read_at:
             return  # a slower, older read finishing after a newer one
         self._read_at = read_at
-        self.record = view.record
+        self.record = record
         try:
-            state = session_state(self.event_id, view, queue_length, now_ms)
+            state = record_state(self.event_id, self.session_id, record, rank, queue_length, now_ms)
         except WaitroomError as exc:
             self._error = exc
             self._ready.set()
@@ -122,13 +133,6 @@ class Stream:
             yield self.renderer.position_update(state)
             if state.status.terminal:
                 return
-
-    def offer_place(self, place: int, queue: QueueView, read_at: int) -> None:
-        """Offer the session as still waiting, at ``place`` in ``queue`` (read at ``read_at``),
-        with the record of its last read (a waiting session's record does not change)."""
-        if self.record is not None:
-            placed = SessionView(self.session_id, self.record, place - 1)
-            self.offer(placed, queue.queue_length, queue.now_ms, read_at)
 
     @property
     def waiting(self) -> bool:
