@@ -45,6 +45,13 @@ CHUNK = 500
 #: How long ``Fanout.close`` waits for its tasks to end.
 CLOSE_TIMEOUT = 2.0
 
+#: Longest a pass waits for the previous pass's updates to be taken by their streams.
+SETTLE_TIMEOUT = 1.0
+
+#: Share of a watcher's streams that may still hold an unsent update when the next pass starts
+#: (stalled clients never take theirs, and must not hold everyone else back).
+UNSENT_ALLOWED = 0.01
+
 
 def honour_cancellation() -> None:
     """Raise CancelledError if this task was cancelled but the request got lost.
@@ -64,6 +71,41 @@ def _ticket(session_id: str) -> int:
         return ticket_of_session(session_id)
     except (IndexError, ValueError):
         return 0
+
+
+class Backlog:
+    """How many of one watcher's streams hold an update their client has not taken yet.
+
+    A watcher starts its next pass only once the previous pass's updates were taken: reading
+    and offering states faster than the process can send them would only overwrite unsent
+    ones, while taking the CPU the sending needs (measured: 10,000 streams, passes every 0.1 s,
+    the watcher took 64% of the process and updates reached clients seconds late).
+    """
+
+    def __init__(self) -> None:
+        self.unsent = 0
+        self._allowed = 0
+        self._settled = asyncio.Event()
+
+    def added(self) -> None:
+        self.unsent += 1
+
+    def taken(self) -> None:
+        self.unsent -= 1
+        if self.unsent <= self._allowed:
+            self._settled.set()
+
+    async def settle(self, allowed: int, timeout: float) -> None:
+        """Wait until at most ``allowed`` updates are unsent, or ``timeout`` seconds."""
+        if self.unsent <= allowed:
+            return
+        self._allowed = allowed
+        self._settled.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._settled.wait(), timeout)
+
+    def __repr__(self) -> str:
+        return f"Backlog(unsent={self.unsent})"
 
 
 class Stream:
@@ -86,6 +128,7 @@ class Stream:
         self._error: WaitroomError | None = None
         self._ready = asyncio.Event()
         self._counted = metrics.STREAM_UPDATES.labels(event_id)  # labels() once, not per update
+        self.backlog: Backlog | None = None  # its watcher's, while it is watched
 
     def offer(self, view: SessionView, queue_length: int, now_ms: int, read_at: int) -> None:
         """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
@@ -114,8 +157,16 @@ class Stream:
         self.state = state
         if state.key != self._key:
             self._key = state.key
+            if self._pending is None and self.backlog is not None:
+                self.backlog.added()
             self._pending = state
             self._ready.set()
+
+    def detach(self) -> None:
+        """No longer watched: its unsent update no longer counts in the watcher's backlog."""
+        if self._pending is not None and self.backlog is not None:
+            self.backlog.taken()
+        self.backlog = None
 
     async def updates(self) -> AsyncIterator[pb.PositionUpdate]:
         """Updates as they come; ends after a terminal status."""
@@ -128,6 +179,8 @@ class Stream:
             state, self._pending = self._pending, None
             if state is None:
                 continue
+            if self.backlog is not None:
+                self.backlog.taken()
             self.sent += 1
             self._counted.inc()
             yield self.renderer.position_update(state)
@@ -173,6 +226,7 @@ class EventWatcher:
         self.placed = 0  # sessions placed from the queue's shape, without reading them
         self.reread = 0  # sessions read with status
         self.failures = 0
+        self.backlog = Backlog()
         self._wake = asyncio.Event()
         self._stopped = False
         self.task: asyncio.Task[None] | None = None
@@ -186,9 +240,11 @@ class EventWatcher:
             self.task.cancel()
 
     def add(self, stream: Stream) -> None:
+        stream.backlog = self.backlog
         self.streams.setdefault(stream.session_id, set()).add(stream)
 
     def remove(self, stream: Stream) -> None:
+        stream.detach()
         same = self.streams.get(stream.session_id)
         if same is not None:
             same.discard(stream)
@@ -257,13 +313,16 @@ class EventWatcher:
                 await asyncio.sleep(poll)
                 continue
             self.outage.recovered()
+            # Let the streams send this pass before the next one (see Backlog).
+            allowed = int(len(self.streams) * UNSENT_ALLOWED)
+            await self.backlog.settle(allowed, min(poll, SETTLE_TIMEOUT))
 
     def __repr__(self) -> str:
         streams = sum(len(s) for s in self.streams.values())
         return (
             f"EventWatcher({self.event_id!r}, streams={streams}, reads={self.reads}, "
             f"calls={self.calls}, placed={self.placed}, reread={self.reread}, "
-            f"failures={self.failures})"
+            f"unsent={self.backlog.unsent}, failures={self.failures})"
         )
 
 

@@ -148,3 +148,28 @@ def test_waiting_sessions_past_their_lifetime_are_expired_without_a_read(redis_u
         assert _offered(streams) == await _expected(scripts, sessions)
 
     run_scripts(redis_url, scenario)
+
+
+def test_the_backlog_counts_updates_not_yet_taken_by_their_streams(redis_url: str) -> None:
+    """What lets a watcher wait for its streams to send a pass before reading again."""
+    make_event(redis_url, EVENT)
+
+    async def scenario(scripts: Scripts) -> None:
+        watcher = _watcher(scripts)
+        sessions = [(await scripts.join(EVENT, f"user{i}")).session_id for i in range(3)]
+        streams = await _open(watcher, sessions)
+        await watcher.refresh()
+        assert watcher.backlog.unsent == 3
+        await watcher.refresh()  # nothing changed: nothing more to send
+        assert watcher.backlog.unsent == 3
+        first = await anext(streams[0].updates())
+        assert first.position == 1
+        assert watcher.backlog.unsent == 2
+        watcher.remove(streams[1])  # its client went away with an update unsent
+        assert watcher.backlog.unsent == 1
+        await watcher.backlog.settle(1, timeout=5)  # returns at once: at most 1 unsent
+        await scripts.leave(EVENT, sessions[0])
+        await watcher.refresh()  # the first stream now has CANCELLED to send, the third moved
+        assert watcher.backlog.unsent == 2
+
+    run_scripts(redis_url, scenario)
