@@ -121,6 +121,7 @@ class Stream:
         self.renderer = renderer
         self.sent = 0
         self.record: SessionRecord | None = None  # as of the newest read offered
+        self.waiting = False  # whether that read found it QUEUED
         self.state: SessionState | None = None  # the newest state offered
         self._read_at = -1  # when the newest read offered was started, to drop older reads
         self._key: tuple[object, int] | None = None
@@ -148,6 +149,7 @@ class Stream:
             return  # a slower, older read finishing after a newer one
         self._read_at = read_at
         self.record = record
+        self.waiting = record is not None and record.status is Status.QUEUED
         try:
             state = record_state(self.event_id, self.session_id, record, rank, queue_length, now_ms)
         except WaitroomError as exc:
@@ -186,11 +188,6 @@ class Stream:
             yield self.renderer.position_update(state)
             if state.status.terminal:
                 return
-
-    @property
-    def waiting(self) -> bool:
-        """Whether the newest read found the session QUEUED."""
-        return self.record is not None and self.record.status is Status.QUEUED
 
     def __repr__(self) -> str:
         return f"Stream({self.session_id!r}, sent={self.sent})"
@@ -264,8 +261,11 @@ class EventWatcher:
         # No await in this loop: the streams cannot change under it.
         for session_id, streams in self.streams.items():
             place = 0
-            if all(stream.waiting for stream in streams):
-                place = position(view, next(iter(streams)).ticket)
+            for stream in streams:  # nearly always one
+                if not stream.waiting:
+                    break
+            else:
+                place = position(view, stream.ticket)
             if place == 0:
                 unread.append(session_id)
                 continue
