@@ -12,7 +12,9 @@ waiting with the same record (only admission, which moves the head past it, and 
 expiring on rejoin, which make it a hole, change a waiting record), so its position is computed
 here, exactly as ``status`` would: ``ticket - head + 1 - holes <= ticket``. Only the other
 sessions (admitted, left, in checkout, unknown) are re-read with ``status``, at most 500 per
-call. Each stream then gets the session's new state if its status or position changed.
+call. Each stream then gets the session's new state if its status or position changed, and
+the next pass waits until the streams have taken those updates (``Backlog``, at most
+``SETTLE_TIMEOUT``), so states are never made faster than the process can send them.
 """
 
 from __future__ import annotations
