@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
+from collections.abc import Iterable
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -41,8 +43,30 @@ def configure_logging(level: str) -> None:
     logging.getLogger("kafka").setLevel(logging.ERROR)
 
 
-def _servers(settings: CommonSettings) -> list[str]:
+def bootstrap_servers(settings: CommonSettings) -> list[str]:
+    """The ``host:port`` entries of WAITROOM_KAFKA_BOOTSTRAP_SERVERS."""
     return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+class KafkaUnreachable(ConnectionError):
+    """No bootstrap server accepted a TCP connection."""
+
+
+def probe_kafka(addresses: Iterable[str], timeout: float = 2.0) -> None:
+    """Raise KafkaUnreachable unless some bootstrap server accepts a TCP connection.
+
+    kafka-python spends 30 s trying to bootstrap from a dead broker (and leaves a thread behind
+    each time), so a cheap connect first keeps retries during an outage fast and clean.
+    """
+    errors = []
+    for address in addresses:
+        host, _, port = address.rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout):
+                return
+        except (OSError, ValueError) as exc:
+            errors.append(f"{address}: {exc}")
+    raise KafkaUnreachable("; ".join(errors) or "no bootstrap servers configured")
 
 
 def kafka_producer(settings: CommonSettings, tuning: KafkaClientSettings, *, client_id: str) -> Any:
@@ -50,7 +74,7 @@ def kafka_producer(settings: CommonSettings, tuning: KafkaClientSettings, *, cli
     from kafka import KafkaProducer
 
     return KafkaProducer(
-        bootstrap_servers=_servers(settings),
+        bootstrap_servers=bootstrap_servers(settings),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -69,7 +93,7 @@ def kafka_consumer(
     from kafka import KafkaConsumer
 
     return KafkaConsumer(
-        bootstrap_servers=_servers(settings),
+        bootstrap_servers=bootstrap_servers(settings),
         group_id=consumer.group,
         client_id=f"{consumer.group}-consumer",
         enable_auto_commit=False,
@@ -87,7 +111,9 @@ def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=_servers(settings), client_id="waitroom-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap_servers(settings), client_id="waitroom-admin"
+    )
     try:
         existing = set(admin.list_topics())
         wanted = [

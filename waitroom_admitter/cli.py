@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from shared import metrics
+from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import (
     RET_INVALID,
@@ -21,7 +21,7 @@ from shared.cli import (
 )
 from shared.connections import configure_logging
 from shared.scripts import Scripts
-from waitroom_admitter import heartbeat, schedule
+from waitroom_admitter import schedule
 from waitroom_admitter.worker import Admitter
 
 log = logging.getLogger(__name__)
@@ -78,23 +78,23 @@ def admitter(ctx: click.Context) -> None:
 def check(replica: str | None, max_age: float | None, as_json: bool) -> None:
     """Exit 0 when an admitter (or REPLICA) has a fresh heartbeat, else 4 (a liveness probe)."""
 
-    async def go(scripts: Scripts) -> list[heartbeat.Heartbeat]:
-        return await heartbeat.read_all(scripts.redis)
+    async def go(scripts: Scripts) -> list[heartbeats.Beat]:
+        return await heartbeats.read(scripts.redis, keys.ADMITTER_HEARTBEATS)
 
     beats = with_redis(go)
-    now_ms = heartbeat.wall_ms()  # heartbeats carry their writer's wall clock
+    now_ms = heartbeats.wall_ms()
     rows = []
     for beat in beats:
-        limit = max_age if max_age is not None else schedule.heartbeat_max_age(beat.interval)
+        limit = max_age if max_age is not None else schedule.heartbeat_max_age_of(beat)
         age = beat.age_seconds(now_ms)
         rows.append(
             {
                 "replica": beat.replica,
                 "age_seconds": round(age, 3),
                 "fresh": age <= limit,
-                "events": beat.events,
-                "admitted": beat.admitted,
-                "pid": beat.pid,
+                "events": beat.data.get("events", 0),
+                "admitted": beat.data.get("admitted", 0),
+                "pid": beat.data.get("pid", 0),
             }
         )
     considered = [r for r in rows if replica is None or r["replica"] == replica]

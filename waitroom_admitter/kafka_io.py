@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import queue
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -44,19 +43,6 @@ class KafkaThread:
                 future.set_result(func())
             except BaseException as exc:  # handed to the awaiting coroutine
                 future.set_exception(exc)
-
-
-def probe(bootstrap_servers: str, timeout: float) -> None:
-    """Raise ConnectionError unless some bootstrap server accepts a TCP connection."""
-    errors = []
-    for server in filter(None, (s.strip() for s in bootstrap_servers.split(","))):
-        host, _, port = server.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]"), int(port)), min(timeout, 2.0)):
-                return
-        except (OSError, ValueError) as exc:
-            errors.append(f"{server}: {exc}")
-    raise ConnectionError("no Kafka bootstrap server reachable: " + "; ".join(errors))
 
 
 def abandon(producer: Any) -> None:

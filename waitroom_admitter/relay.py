@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 
 from shared import keys, messages, metrics, outbox
 from shared.backoff import Outage, compute_backoff
-from shared.connections import ensure_topics, kafka_producer
+from shared.connections import bootstrap_servers, ensure_topics, kafka_producer, probe_kafka
 from shared.settings import CommonSettings, KafkaClientSettings
 from waitroom_admitter.common import REDIS_ERRORS, RedisHealth, pause
-from waitroom_admitter.kafka_io import KafkaThread, abandon, probe
+from waitroom_admitter.kafka_io import KafkaThread, abandon
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ class Relay:
         """Create the produced topics and a producer (runs on the Kafka thread)."""
         # kafka-python waits up to 30 s to bootstrap from a dead address; a plain connect
         # finds out at once, so a retry during an outage costs milliseconds.
-        probe(self.common.kafka_bootstrap_servers, self.tuning.request_timeout_ms / 1000)
+        probe_kafka(bootstrap_servers(self.common), min(self.tuning.request_timeout_ms / 1000, 2.0))
         topics = [*messages.PRODUCED_TOPICS, self.dead_letter_topic]
         ensure_topics(self.common, dict.fromkeys(topics, TOPIC_PARTITIONS))
         # Created afresh after every failure: a broker that came back empty does not know the

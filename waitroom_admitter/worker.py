@@ -15,7 +15,7 @@ import random
 import signal
 from dataclasses import dataclass
 
-from shared import keys, metrics
+from shared import heartbeats, keys, metrics
 from shared.connections import redis_client
 from shared.errors import WaitroomError
 from shared.events import EventState, EventStore
@@ -26,7 +26,7 @@ from shared.settings import (
     ConsumerSettings,
     KafkaClientSettings,
 )
-from waitroom_admitter import heartbeat, schedule
+from waitroom_admitter import schedule
 from waitroom_admitter.admission import EventWorker
 from waitroom_admitter.common import REDIS_ERRORS, RedisClock, RedisHealth, pause
 from waitroom_admitter.locks import Lock, Locks
@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: Most finished sessions one purge call forgets; the next sweep continues.
 PURGE_LIMIT = 1000
+#: Heartbeats older than this are deleted by any replica: the replica is long gone.
+PRUNE_AFTER_SECONDS = 3600.0
 
 _EVENT_GAUGES = (
     metrics.QUEUE_LENGTH,
@@ -71,7 +73,7 @@ class Admitter:
         self.common = common
         self.tuning = tuning
         self.settings = settings
-        self.replica_id = replica_id or heartbeat.default_replica_id()
+        self.replica_id = replica_id or heartbeats.default_replica_id()
         self.redis = redis_client(common)
         self.scripts = Scripts(self.redis)
         self.store = EventStore(self.redis, self.scripts)
@@ -173,7 +175,7 @@ class Admitter:
                     owned = self.owned.pop(event_id)
                     await self.locks.release(owned.lock)
                     self._forget(event_id, owned)
-                await heartbeat.remove(self.redis, self.replica_id)
+                await heartbeats.remove(self.redis, keys.ADMITTER_HEARTBEATS, self.replica_id)
         except REDIS_ERRORS as exc:  # TimeoutError, from the grace running out, is an OSError
             log.warning("could not release every lock; they run out by themselves: %r", exc)
         if self.relay is not None:
@@ -200,21 +202,16 @@ class Admitter:
 
     async def _sweep(self) -> None:
         await self.clock.sync(self.redis)
-        now_ms = heartbeat.wall_ms()
-        beat = heartbeat.Heartbeat(
-            self.replica_id,
-            now_ms,
-            len(self.owned),
-            self.admitted,
-            self.settings.sweep_seconds,
-            os.getpid(),
-        )
-        await heartbeat.write(self.redis, beat)
-        beats = await heartbeat.read_all(self.redis)
-        await heartbeat.prune(self.redis, beats, now_ms)
-        live = sum(
-            1 for b in beats if b.age_seconds(now_ms) <= schedule.heartbeat_max_age(b.interval)
-        )
+        report = {
+            "events": len(self.owned),
+            "admitted": self.admitted,
+            "interval": self.settings.sweep_seconds,
+            "pid": os.getpid(),
+        }
+        await heartbeats.write(self.redis, keys.ADMITTER_HEARTBEATS, self.replica_id, report)
+        beats = await heartbeats.read(self.redis, keys.ADMITTER_HEARTBEATS)
+        await heartbeats.prune(self.redis, keys.ADMITTER_HEARTBEATS, beats, PRUNE_AFTER_SECONDS)
+        live = sum(1 for b in beats if b.fresh(schedule.heartbeat_max_age_of(b)))
         event_ids = await self.store.list_ids()
         await self._rebalance(event_ids, live)
         for event_id in list(self.owned):

@@ -11,14 +11,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared.connections import ensure_topics, kafka_consumer, kafka_producer
+from shared.connections import (
+    bootstrap_servers,
+    ensure_topics,
+    kafka_consumer,
+    kafka_producer,
+    probe_kafka,
+)
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 
 T = TypeVar("T")
@@ -26,10 +31,6 @@ log = logging.getLogger("waitroom.consumer")
 
 PARTITIONS = 4  # for the topics this process creates when they do not exist yet
 PROBE_SECONDS = 2.0
-
-
-class BrokerUnreachable(ConnectionError):
-    """No bootstrap server accepted a TCP connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,27 +42,6 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes | None
-
-
-def servers(settings: CommonSettings) -> list[str]:
-    return [s.strip() for s in settings.kafka_bootstrap_servers.split(",") if s.strip()]
-
-
-def probe(addresses: Iterable[str], timeout: float = PROBE_SECONDS) -> None:
-    """Raise BrokerUnreachable unless some bootstrap server accepts a connection.
-
-    kafka-python spends 30 s trying to bootstrap from a dead broker (and leaves a thread
-    behind each time), so a cheap TCP probe first keeps retries fast and clean.
-    """
-    errors = []
-    for address in addresses:
-        host, _, port = address.rpartition(":")
-        try:
-            with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout):
-                return
-        except (OSError, ValueError) as exc:
-            errors.append(f"{address}: {exc}")
-    raise BrokerUnreachable("; ".join(errors) or "no bootstrap servers configured")
 
 
 class Broker:
@@ -109,7 +89,7 @@ class Broker:
         await self._call(self._connect)
 
     def _connect(self) -> None:
-        probe(servers(self.common))
+        probe_kafka(bootstrap_servers(self.common), PROBE_SECONDS)
         wanted = dict.fromkeys([*self.topics, self.settings.dlq_topic], PARTITIONS)
         try:
             created = ensure_topics(self.common, wanted)

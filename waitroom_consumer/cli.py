@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from shared import metrics
+from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import (
     RET_CONNECT,
@@ -21,15 +21,13 @@ from shared.cli import (
     run_process,
     with_redis,
 )
-from shared.connections import configure_logging, kafka_producer
+from shared.connections import bootstrap_servers, configure_logging, kafka_producer, probe_kafka
 from shared.errors import WaitroomError
 from shared.ids import event_of_session
 from shared.messages import CHECKOUT_COMPLETED, CHECKOUT_EXPIRED, CHECKOUT_FAILED, checkout_message
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 from shared.timefmt import now_ms
-from waitroom_consumer import heartbeat
-from waitroom_consumer.broker import probe, servers
 from waitroom_consumer.logs import throttle_kafka_logs
 
 
@@ -46,6 +44,10 @@ def _settings() -> tuple[CommonSettings, KafkaClientSettings, ConsumerSettings]:
             "WAITROOM_KAFKA_BOOTSTRAP_SERVERS is empty; checkout outcomes need Kafka", RET_SETTINGS
         )
     return common, tuning, consumer_settings
+
+
+#: A consumer heartbeat older than this means the replica is stuck or gone.
+HEARTBEAT_MAX_AGE_SECONDS = 30.0
 
 
 @click.group(invoke_without_command=True)
@@ -68,7 +70,7 @@ def consumer(ctx: click.Context) -> None:
 @click.option(
     "--max-age",
     type=float,
-    default=heartbeat.MAX_AGE_SECONDS,
+    default=HEARTBEAT_MAX_AGE_SECONDS,
     show_default=True,
     help="Seconds after which a heartbeat is stale.",
 )
@@ -76,8 +78,8 @@ def consumer(ctx: click.Context) -> None:
 def check(replica: str | None, max_age: float, as_json: bool) -> None:
     """Exit 0 when a consumer replica has a fresh heartbeat, 4 otherwise."""
 
-    async def read(scripts: Scripts) -> list[heartbeat.Beat]:
-        return await heartbeat.read(scripts.redis)
+    async def read(scripts: Scripts) -> list[heartbeats.Beat]:
+        return await heartbeats.read(scripts.redis, keys.CONSUMER_HEARTBEATS)
 
     beats = [b for b in with_redis(read) if replica is None or b.replica == replica]
     fresh = [b for b in beats if b.fresh(max_age)]
@@ -137,9 +139,9 @@ def _publish(
         user_id = _user_of(event_id, session_id)
     body = checkout_message(kind, session_id, user_id, event_id, now_ms())
     try:
-        probe(servers(common))
+        probe_kafka(bootstrap_servers(common))
         producer = kafka_producer(common, tuning, client_id="waitroom-cli")
-    except Exception as exc:  # BrokerUnreachable, or kafka-python's own errors
+    except Exception as exc:  # KafkaUnreachable, or kafka-python's own errors
         fail(f"cannot reach Kafka at {common.kafka_bootstrap_servers}: {exc}", RET_CONNECT)
         raise
     try:

@@ -19,10 +19,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from shared import heartbeats, keys
 from shared.connections import redis_client
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
-from waitroom_consumer import heartbeat
 from waitroom_consumer.broker import Broker
 from waitroom_consumer.handler import Handler
 from waitroom_consumer.retry import Retrier, Stopped
@@ -32,6 +32,7 @@ log = logging.getLogger("waitroom.consumer")
 POLL_MS = 500  # how long one poll waits for records; also how soon a stop is noticed
 REBUILD_AFTER = 5  # consecutive failed polls before the Kafka clients are built afresh
 EXIT_FORCED = 1
+HEARTBEAT_SECONDS = 5.0  # how often the replica reports itself (`waitroom consumer check`)
 
 
 class Consumer:
@@ -42,7 +43,7 @@ class Consumer:
     ) -> None:
         self.common = common
         self.settings = settings
-        self.replica = settings.replica_id or heartbeat.default_replica_id()
+        self.replica = settings.replica_id or heartbeats.default_replica_id()
         self.stopping = asyncio.Event()
         self.retrier = Retrier(self.stopping)
         self.broker = Broker(common, tuning, settings)
@@ -145,10 +146,12 @@ class Consumer:
         assert self.redis is not None
         while True:
             try:
-                await heartbeat.write(self.redis, self.replica, self.snapshot())
+                await heartbeats.write(
+                    self.redis, keys.CONSUMER_HEARTBEATS, self.replica, self.snapshot()
+                )
             except Exception as exc:  # Redis is down; the loop reports that itself
                 log.debug("heartbeat not written: %s", exc)
-            await asyncio.sleep(heartbeat.INTERVAL_SECONDS)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _shutdown(self, beats: asyncio.Task[None]) -> None:
         beats.cancel()
@@ -165,7 +168,7 @@ class Consumer:
             log.warning("closing the Kafka clients failed: %s", exc)
         if self.redis is not None:
             with contextlib.suppress(Exception):
-                await heartbeat.remove(self.redis, self.replica)
+                await heartbeats.remove(self.redis, keys.CONSUMER_HEARTBEATS, self.replica)
             await self.redis.aclose()
 
     # --- signals ------------------------------------------------------------------------------

@@ -10,11 +10,12 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, ResponseError
 
+from shared.connections import KafkaUnreachable, probe_kafka
 from shared.ids import event_suffix
 from shared.sessions import Status
 from shared.settings import ConsumerSettings
 from waitroom_consumer import deadletter
-from waitroom_consumer.broker import BrokerUnreachable, Message, probe
+from waitroom_consumer.broker import Message
 from waitroom_consumer.handler import outcomes, plan_batch
 from waitroom_consumer.logs import KafkaLogThrottle
 from waitroom_consumer.retry import passing, redis_down
@@ -107,7 +108,7 @@ def test_probe_fails_fast_when_no_broker_listens() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound but not listening: connections are refused
-        with pytest.raises(BrokerUnreachable, match=f"127.0.0.1:{port}"):
-            probe([f"127.0.0.1:{port}"], timeout=1)
-    with pytest.raises(BrokerUnreachable, match="no bootstrap servers"):
-        probe([])
+        with pytest.raises(KafkaUnreachable, match=f"127.0.0.1:{port}"):
+            probe_kafka([f"127.0.0.1:{port}"], timeout=1)
+    with pytest.raises(KafkaUnreachable, match="no bootstrap servers"):
+        probe_kafka([])
