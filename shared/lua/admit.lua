@@ -13,6 +13,11 @@
 --   something changes), next_lease_ms the earliest lease deadline (-1: none); wait_ms_i is each
 --   admitted user's time in the queue. {'NOEVENT'} when the event has no config.
 local limit = tonumber(ARGV[4])
+-- One call looks at no more than SCAN_FACTOR tickets per user it may admit. Tickets of users
+-- who left (holes) or whose place expired are skipped on the way, and a long run of them must
+-- not make one call block Redis; when the bound stops a call early, retry_ms is 0 and the
+-- admitter calls again at once, so a run of holes costs more calls, never a stall.
+local SCAN_FACTOR = 4
 local cfg = redis.call('HMGET', K.config, 'state', 'max_concurrent', 'rate', 'checkout_ttl_ms')
 if not cfg[1] then return { 'NOEVENT' } end
 local state, max_concurrent = cfg[1], tonumber(cfg[2])
@@ -25,8 +30,7 @@ for _, t in ipairs(redis.call('ZRANGEBYSCORE', K.checkout, '-inf', now, 'LIMIT',
   local ticket = tonumber(t)
   local rec = load_record(ticket)
   if rec and rec[1] == READY then
-    finish(ticket, rec, EXPIRED, 'checkout_expired', now)
-    record_left(ticket, rec, 'checkout_expired', now)
+    finish_left(ticket, rec, EXPIRED, 'checkout_expired', now)
   end
   reclaimed = reclaimed + 1
 end
@@ -44,7 +48,7 @@ if state ~= 'paused' and room > 0 then
   local want = math.min(room, math.floor(tokens), limit)
   local h, seq = head(), tonumber(redis.call('GET', K.seq) or '0')
   local examined = 0
-  while admitted < want and examined < limit * 4 and h <= seq do
+  while admitted < want and examined < limit * SCAN_FACTOR and h <= seq do
     local ticket = h
     h = h + 1
     examined = examined + 1
@@ -52,8 +56,7 @@ if state ~= 'paused' and room > 0 then
       local rec = load_record(ticket)
       if rec and rec[1] == QUEUED then
         if now >= rec[5] then
-          finish(ticket, rec, EXPIRED, 'queue_expired', now)
-          record_left(ticket, rec, 'queue_expired', now)
+          finish_left(ticket, rec, EXPIRED, 'queue_expired', now)
           expired = expired + 1
         else
           rec[1] = READY

@@ -89,7 +89,10 @@ local function finish(ticket, rec, status, reason, now)
   redis.call('ZADD', K.done, now, ticket)
 end
 
-local function record_left(ticket, rec, reason, now)
+-- `finish`, and record `queue.left` with the same reason: how a session leaves the waitroom
+-- other than through a checkout outcome (the user left, or a lifetime ran out).
+local function finish_left(ticket, rec, status, reason, now)
+  finish(ticket, rec, status, reason, now)
   local sid = session_id(ticket, rec)
   record_message('queue.left', sid .. ':left',
     { session_id = sid, user_id = rec[2], event_id = EVENT_ID, reason = reason, left_ms = now })

@@ -22,8 +22,7 @@ if existing then
     end
     -- Their place ran out: close it properly, then give them a new one at the back.
     make_hole(existing)
-    finish(existing, rec, EXPIRED, 'queue_expired', now)
-    record_left(existing, rec, 'queue_expired', now)
+    finish_left(existing, rec, EXPIRED, 'queue_expired', now)
   end
   redis.call('HDEL', K.users, user_id)
 end

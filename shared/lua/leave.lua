@@ -11,8 +11,7 @@ local previous = rec[1]
 if previous == QUEUED then
   make_hole(ticket)
   if now >= rec[5] then
-    finish(ticket, rec, EXPIRED, 'queue_expired', now)
-    record_left(ticket, rec, 'queue_expired', now)
+    finish_left(ticket, rec, EXPIRED, 'queue_expired', now)
     notify()
     return { 'EXPIRED', EXPIRED }
   end
@@ -21,7 +20,6 @@ elseif previous == READY then
 else
   return { 'ALREADY', previous }
 end
-finish(ticket, rec, CANCELLED, 'user_left', now)
-record_left(ticket, rec, 'user_left', now)
+finish_left(ticket, rec, CANCELLED, 'user_left', now)
 notify()
 return { 'LEFT', previous }
