@@ -24,8 +24,8 @@ from bench.procs import stack
 from bench.report import Row
 from bench.runner import Options
 from shared import keys, messages
-from shared.connections import kafka_producer
 from shared.events import EventState, EventStore
+from shared.kafka import kafka_producer
 from shared.scripts import Scripts
 
 EVENT = "consume"

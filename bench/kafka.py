@@ -15,7 +15,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from shared.connections import default_topics, ensure_topics, kafka_consumer, kafka_producer
+from shared.kafka import default_topics, ensure_topics, kafka_consumer, kafka_producer
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 
 

@@ -32,8 +32,8 @@ from bench.procs import Stack, stack
 from bench.report import Row
 from bench.runner import Options, wait_until
 from shared import keys, messages
-from shared.connections import kafka_producer
 from shared.events import EventState, EventStore
+from shared.kafka import kafka_producer
 from shared.timefmt import parse_timestamp
 
 TARGET_P50_MS = 20.0

@@ -6,13 +6,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
+from shared import heartbeats
 from shared import settings as settings_mod
 from shared.connections import redis_client
-from shared.errors import WaitroomError
+from shared.errors import Refused, WaitroomError
 from shared.scripts import Scripts
 
 T = TypeVar("T")
@@ -24,6 +25,7 @@ RET_ERROR = 1  # the request was refused (unknown event, invalid value, ...)
 RET_CONNECT = 2  # Redis or Kafka could not be reached
 RET_SETTINGS = 3  # a WAITROOM_ variable holds a bad value
 RET_INVALID = 4  # `check`-style commands: the thing checked is not healthy/valid
+RET_FORCED = 5  # a process stopped without draining (a second signal, or the grace ran out)
 
 
 def json_option(func: F) -> F:
@@ -34,7 +36,7 @@ def emit(as_json: bool, data: Any, human: str) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else human)
 
 
-def fail(message: str, code: int = RET_ERROR) -> None:
+def fail(message: str, code: int = RET_ERROR) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -44,7 +46,6 @@ def common_settings() -> settings_mod.CommonSettings:
         return settings_mod.load(settings_mod.CommonSettings)
     except settings_mod.SettingsError as exc:
         fail(str(exc), RET_SETTINGS)
-        raise  # unreachable; keeps the type checker informed
 
 
 def with_redis(action: Callable[[Scripts], Awaitable[T]]) -> T:
@@ -65,9 +66,58 @@ def with_redis(action: Callable[[Scripts], Awaitable[T]]) -> T:
         return asyncio.run(go())
     except WaitroomError as exc:
         fail(exc.message)
+    except Refused as exc:
+        fail(str(exc))
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         fail(f"cannot reach Redis at {config.redis_url}: {exc}", RET_CONNECT)
-    raise AssertionError("unreachable")
+
+
+def check_heartbeats(
+    key: str,
+    role: str,
+    replica: str | None,
+    max_age: float | None,
+    as_json: bool,
+    describe: Callable[[heartbeats.Beat], str],
+) -> NoReturn:
+    """A worker's ``check`` command (a liveness probe): exit 0 when a replica of ``role`` (or
+    the one named ``replica``) has a fresh heartbeat, else ``RET_INVALID``.
+
+    A heartbeat is fresh while it is at most ``max_age`` seconds old; by default three of the
+    intervals its replica reported about itself (at least 5 s). Both workers answer in the same
+    JSON: ``{"healthy": bool, "replicas": [{"replica", "age_seconds", "max_age_seconds",
+    "fresh", ...the replica's own counters}]}``.
+    """
+
+    async def read(scripts: Scripts) -> list[heartbeats.Beat]:
+        return await heartbeats.read(scripts.redis, key)
+
+    beats = with_redis(read)
+    now_ms = heartbeats.wall_ms()
+    rows, lines = [], []
+    for beat in beats:
+        limit = beat.max_age if max_age is None else max_age
+        age = beat.age_seconds(now_ms)
+        fresh = age <= limit
+        rows.append(
+            {
+                **beat.data,
+                "replica": beat.replica,
+                "age_seconds": round(age, 3),
+                "max_age_seconds": limit,
+                "fresh": fresh,
+            }
+        )
+        state = "fresh" if fresh else "STALE"
+        lines.append(f"{beat.replica:<40} {state:<5}  {age:5.1f} s ago  {describe(beat)}")
+    considered = [r for r in rows if replica is None or r["replica"] == replica]
+    healthy = any(r["fresh"] for r in considered)
+    if not rows:
+        lines.append(f"no {role} heartbeats: is any {role} running against this Redis?")
+    elif not considered:
+        lines.append(f"{role} replica {replica!r} has no heartbeat")
+    emit(as_json, {"healthy": healthy, "replicas": rows}, "\n".join(lines))
+    sys.exit(RET_OK if healthy else RET_INVALID)
 
 
 def run_process(main: Coroutine[Any, Any, T]) -> T:

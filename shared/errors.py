@@ -48,3 +48,8 @@ class WaitroomError(Exception):
     @property
     def message(self) -> str:
         return f"{self.code.prefix} - {self.text}"
+
+
+class Refused(Exception):
+    """An operator's request that cannot be done as asked (e.g. creating an event that
+    exists). Not a contract error: it carries no ``WTR0xx`` code, only its sentence."""

@@ -72,7 +72,10 @@ CHECKOUT_MESSAGES = Counter(
     ["outcome", "result"],
 )
 DEAD_LETTERS = Counter(
-    "waitroom_dead_letters_total", "Messages sent to the dead-letter topic.", ["topic"]
+    "waitroom_dead_letters_total",
+    "Messages sent to the dead-letter topic, by where they came from (the consumed topic, or "
+    "outbox for a record the admitter's relay could not turn into its message).",
+    ["source"],
 )
 
 # --- every process ---------------------------------------------------------------------------
@@ -80,6 +83,11 @@ DEPENDENCY_ERRORS = Counter(
     "waitroom_dependency_errors_total",
     "Failed calls to Redis or Kafka that were retried.",
     ["dependency"],
+)
+INTERNAL_ERRORS = Counter(
+    "waitroom_internal_errors_total",
+    "Failures of our own (a Lua script error, an unexpected exception), logged with a traceback.",
+    ["where"],
 )
 
 

@@ -6,6 +6,7 @@ process killed between two lines of Python can never leave half a change behind.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -17,9 +18,9 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from shared import keys
-from shared.errors import Code, WaitroomError
+from shared.errors import Code, Refused, WaitroomError
 from shared.ids import event_suffix, new_nonce, ticket_of_session
-from shared.sessions import SessionRecord
+from shared.sessions import SessionRecord, Status
 
 _EVENT_SCRIPTS = (
     "join",
@@ -67,17 +68,36 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
+#: The contract errors a script answers with ``{'ERR', code}``.
+_CONTRACT_ERRORS = {
+    "WTR001": (Code.SESSION_NOT_FOUND, "session not found"),
+    "WTR005": (Code.QUEUE_FULL, "the queue for this event is full"),
+    "WTR006": (Code.EVENT_NOT_FOUND, "event not found"),
+    "WTR008": (Code.EVENT_CONFIG_NOT_FOUND, "event config not found"),
+    "WTR009": (Code.EVENT_CLOSED, "the waiting room for this event is closed"),
+}
+
+
 def _error(code: str) -> WaitroomError:
-    messages = {
-        "WTR001": (Code.SESSION_NOT_FOUND, "session not found"),
-        "WTR005": (Code.QUEUE_FULL, "the queue for this event is full"),
-        "WTR006": (Code.EVENT_NOT_FOUND, "event not found"),
-        "WTR008": (Code.EVENT_CONFIG_NOT_FOUND, "event config not found"),
-        "WTR009": (Code.EVENT_CLOSED, "the waiting room for this event is closed"),
-        "EXISTS": (Code.SESSION_EXISTS, "event already exists"),
-    }
-    kind, text = messages[code]
+    kind, text = _CONTRACT_ERRORS[code]
     return WaitroomError(kind, text)
+
+
+class LeaveOutcome(enum.StrEnum):
+    """What ``leave`` did."""
+
+    LEFT = "LEFT"  # the session left now (from the queue or from checkout)
+    EXPIRED = "EXPIRED"  # its queue lifetime had run out; it is closed as EXPIRED now
+    ALREADY = "ALREADY"  # it had already ended; nothing changed
+
+
+class FinishOutcome(enum.StrEnum):
+    """What ``finish`` did with a checkout outcome."""
+
+    DONE = "DONE"  # the slot was freed and the session closed now
+    ALREADY = "ALREADY"  # the session had already ended; nothing changed
+    NOT_ADMITTED = "NOT_ADMITTED"  # the session is still queued; nothing changed
+    UNKNOWN = "UNKNOWN"  # no such session (never ours, or purged)
 
 
 @dataclass(frozen=True)
@@ -214,12 +234,12 @@ class Scripts:
         v = [int(x) for x in reply]
         return QueueView(v[0], v[1], v[2], v[3], v[4], holes=v[5:])
 
-    async def leave(self, event_id: str, session_id: str) -> tuple[str, int]:
-        """``(outcome, status)``: outcome is LEFT, EXPIRED or ALREADY."""
+    async def leave(self, event_id: str, session_id: str) -> tuple[LeaveOutcome, Status]:
+        """What leaving did, and the status the session had before (``LEFT``) or has now."""
         reply = await self._event("leave", event_id, session_id)
         if _text(reply[0]) == "ERR":
             raise _error(_text(reply[1]))
-        return _text(reply[0]), int(reply[1])
+        return LeaveOutcome(_text(reply[0])), Status(int(reply[1]))
 
     async def admit(self, event_id: str, limit: int) -> AdmitResult | None:
         """One admission step; None when the event has no configuration."""
@@ -229,15 +249,17 @@ class Scripts:
         v = [int(x) for x in reply]
         return AdmitResult(v[0], v[1], v[2], v[3], v[4], v[5], v[6], waits_ms=v[7:])
 
-    async def finish(self, event_id: str, session_id: str, status: int, reason: str) -> str:
-        """DONE, ALREADY, NOT_ADMITTED or UNKNOWN."""
+    async def finish(
+        self, event_id: str, session_id: str, status: int, reason: str
+    ) -> FinishOutcome:
+        """Record a checkout outcome (``status`` COMPLETED, FAILED or EXPIRED)."""
         # int(): redis-py would send an IntEnum as its repr, which Lua cannot read.
         reply = await self._event("finish", event_id, session_id, int(status), reason)
-        return _text(reply[0])
+        return FinishOutcome(_text(reply[0]))
 
     async def finish_many(
         self, outcomes: Sequence[tuple[str, str, int, str]]
-    ) -> list[str | ResponseError]:
+    ) -> list[FinishOutcome | ResponseError]:
         """``finish`` for many ``(event_id, session_id, status, reason)`` in one round trip.
 
         The scripts run in the given order (a pipeline, not a transaction: each is atomic on
@@ -253,16 +275,28 @@ class Scripts:
                 argv = self._argv(event_id, session_id, int(status), reason)
                 await script(keys=event_keys(event_id), args=argv, client=pipe)
             replies = await pipe.execute(raise_on_error=False)
-        return [r if isinstance(r, ResponseError) else _text(r[0]) for r in replies]
+        return [r if isinstance(r, ResponseError) else FinishOutcome(_text(r[0])) for r in replies]
 
     async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:
         return int(await self._event("purge", event_id, retention_ms, limit))
 
     async def save_event(self, event_id: str, mode: str, fields: dict[str, str]) -> None:
+        """Create (``mode`` "create") or change ("update") an event's configuration.
+
+        Raises ``Refused`` when creating an event that exists, WTR008 when updating one that
+        does not.
+        """
         pairs = [item for pair in fields.items() for item in pair]
         reply = await self._event("event_save", event_id, mode, *pairs)
-        if _text(reply[0]) == "ERR":
-            raise _error(_text(reply[1]))
+        if _text(reply[0]) != "ERR":
+            return
+        if _text(reply[1]) == "EXISTS":
+            raise Refused(f"event {event_id!r} exists; use `waitroom event update` to change it")
+        raise _error(_text(reply[1]))
+
+    async def acquire_lock(self, key: str, token: str, ttl_ms: int) -> bool:
+        """Take a lock nobody holds (``SET NX PX``); renewing and releasing check ``token``."""
+        return bool(await self.redis.set(key, token, nx=True, px=ttl_ms))
 
     async def renew_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         return bool(await self._scripts["lock_renew"](keys=[key], args=[token, ttl_ms]))

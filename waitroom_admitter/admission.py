@@ -7,9 +7,10 @@ import logging
 from collections.abc import Callable
 
 from shared import metrics
+from shared.backoff import Outage, bug, is_transient, pause
 from shared.scripts import AdmitResult, Scripts
 from waitroom_admitter import schedule
-from waitroom_admitter.common import REDIS_ERRORS, RedisClock, RedisHealth, pause
+from waitroom_admitter.clock import RedisClock
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ class EventWorker:
         batch_size: int,
         sweep_seconds: float,
         clock: RedisClock,
-        redis_health: RedisHealth,
+        redis_outage: Outage,
         on_change: Callable[[str], None],
     ) -> None:
         self.event_id = event_id
@@ -39,7 +40,7 @@ class EventWorker:
         self.batch_size = batch_size
         self.sweep_seconds = sweep_seconds
         self.clock = clock
-        self.redis_health = redis_health
+        self.redis_outage = redis_outage
         self.on_change = on_change
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -66,10 +67,14 @@ class EventWorker:
             self.wake.clear()
             try:
                 result = await self.scripts.admit(self.event_id, self.batch_size)
-            except REDIS_ERRORS as exc:
-                await pause(self.stopping, self.redis_health.failed(exc))
+            except Exception as exc:
+                if is_transient(exc):
+                    await pause(self.stopping, self.redis_outage.failed(exc))
+                else:  # a script error: retrying at once would only repeat it
+                    bug(log, "admission", exc, self.event_id)
+                    await pause(self.stopping, self.sweep_seconds)
                 continue
-            await self.redis_health.succeeded()
+            await self.redis_outage.succeeded()
             self.calls += 1
             if result is None:
                 # The event was deleted: the sweep sees this task ended and lets the event go.
@@ -80,16 +85,7 @@ class EventWorker:
                 await asyncio.sleep(0)  # let wake-ups, renewals and the relay run in between
                 continue
             wait = schedule.wait_seconds(result, self.clock.now_ms(), self.sweep_seconds)
-            await self._sleep(wait)
-
-    async def _sleep(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        try:
-            async with asyncio.timeout(seconds):
-                await self.wake.wait()
-        except TimeoutError:
-            pass
+            await pause(self.wake, wait)
 
     def _record(self, result: AdmitResult) -> None:
         event = self.event_id

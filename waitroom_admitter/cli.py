@@ -9,19 +9,8 @@ import click
 
 from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
-from shared.cli import (
-    RET_INVALID,
-    RET_OK,
-    RET_SETTINGS,
-    emit,
-    fail,
-    json_option,
-    run_process,
-    with_redis,
-)
+from shared.cli import RET_OK, RET_SETTINGS, check_heartbeats, fail, json_option, run_process
 from shared.connections import configure_logging
-from shared.scripts import Scripts
-from waitroom_admitter import schedule
 from waitroom_admitter.worker import Admitter
 
 log = logging.getLogger(__name__)
@@ -45,7 +34,6 @@ def admitter(ctx: click.Context) -> None:
         dead_letter_topic = settings_mod.load(settings_mod.ConsumerSettings).dlq_topic
     except settings_mod.SettingsError as exc:
         fail(str(exc), RET_SETTINGS)
-        return
     configure_logging(common.log_level)
     # kafka-python logs every failed reconnect; the relay logs an outage once, start and end.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
@@ -78,33 +66,8 @@ def admitter(ctx: click.Context) -> None:
 def check(replica: str | None, max_age: float | None, as_json: bool) -> None:
     """Exit 0 when an admitter (or REPLICA) has a fresh heartbeat, else 4 (a liveness probe)."""
 
-    async def go(scripts: Scripts) -> list[heartbeats.Beat]:
-        return await heartbeats.read(scripts.redis, keys.ADMITTER_HEARTBEATS)
+    def describe(beat: heartbeats.Beat) -> str:
+        data = beat.data
+        return f"events {data.get('events', 0)}  admitted {data.get('admitted', 0)}"
 
-    beats = with_redis(go)
-    now_ms = heartbeats.wall_ms()
-    rows = []
-    for beat in beats:
-        limit = max_age if max_age is not None else schedule.heartbeat_max_age_of(beat)
-        age = beat.age_seconds(now_ms)
-        rows.append(
-            {
-                "replica": beat.replica,
-                "age_seconds": round(age, 3),
-                "fresh": age <= limit,
-                "events": beat.data.get("events", 0),
-                "admitted": beat.data.get("admitted", 0),
-                "pid": beat.data.get("pid", 0),
-            }
-        )
-    considered = [r for r in rows if replica is None or r["replica"] == replica]
-    healthy = any(r["fresh"] for r in considered)
-    lines = [
-        f"{r['replica']:<40} {'fresh' if r['fresh'] else 'STALE'}  age {r['age_seconds']:.1f} s"
-        f"  events {r['events']}  admitted {r['admitted']}"
-        for r in rows
-    ] or ["no admitter heartbeats"]
-    if replica is not None and not considered:
-        lines.append(f"replica {replica!r} has no heartbeat")
-    emit(as_json, {"healthy": healthy, "replicas": rows}, "\n".join(lines))
-    sys.exit(RET_OK if healthy else RET_INVALID)
+    check_heartbeats(keys.ADMITTER_HEARTBEATS, "admitter", replica, max_age, as_json, describe)

@@ -53,8 +53,7 @@ class Locks:
         # each holding distinct, so a stale holder's renewal cannot match a new one.
         token = f"{self.replica_id}:{secrets.token_hex(12)}"
         started = time.monotonic()
-        taken = await self.scripts.redis.set(keys.lock(event_id), token, nx=True, px=self.ttl_ms)
-        if not taken:
+        if not await self.scripts.acquire_lock(keys.lock(event_id), token, self.ttl_ms):
             return None
         self.acquired += 1
         return Lock(event_id, token, started + self.ttl_ms / 1000)

@@ -20,17 +20,21 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import keys, messages, metrics, outbox
-from shared.backoff import Outage, compute_backoff
-from shared.connections import bootstrap_servers, ensure_topics, kafka_producer, probe_kafka
+from shared.backoff import Outage, bug, compute_backoff, is_transient, pause
+from shared.kafka import (
+    TOPIC_PARTITIONS,
+    KafkaThread,
+    Record,
+    abandon,
+    bootstrap_servers,
+    ensure_topics,
+    kafka_producer,
+    probe_kafka,
+    send_and_wait,
+)
 from shared.settings import CommonSettings, KafkaClientSettings
-from waitroom_admitter.common import REDIS_ERRORS, RedisHealth, pause
-from waitroom_admitter.kafka_io import KafkaThread, abandon
 
 log = logging.getLogger(__name__)
-
-#: Partitions of the topics the admitter creates; messages are keyed by event id, so this
-#: bounds how many consumers can share one topic.
-TOPIC_PARTITIONS = 4
 
 
 def entry_ms(entry: outbox.OutboxEntry) -> int:
@@ -50,7 +54,7 @@ class Relay:
         batch: int,
         client_id: str,
         owned: Callable[[], Collection[str]],
-        redis_health: RedisHealth,
+        redis_outage: Outage,
         dead_letter_topic: str,
     ) -> None:
         self.redis = redis
@@ -59,9 +63,9 @@ class Relay:
         self.batch = batch
         self.client_id = client_id
         self.owned = owned
-        self.redis_health = redis_health
+        self.redis_outage = redis_outage
         self.dead_letter_topic = dead_letter_topic
-        self.kafka_outage = Outage("kafka", log)
+        self.kafka_outage = Outage("Kafka", log, dependency="kafka")
         self.secret = common.require_secret()
         self._thread = KafkaThread()
         self._producer: Any = None
@@ -103,9 +107,9 @@ class Relay:
                     return
                 try:
                     delay = await self._drain(event_id, stopping)
-                except Exception:
+                except Exception as exc:
                     # A bug or an unreadable record must not end the relay for every event.
-                    log.exception("relaying the outbox of %s failed", event_id)
+                    bug(log, "relay", exc, event_id)
                     delay = compute_backoff(self.errors)
                     self.errors += 1
                 if delay is not None:
@@ -122,7 +126,11 @@ class Relay:
             return  # Kafka was down when last tried: leave the records to the next owner
         never = asyncio.Event()
         for event_id in sorted(events):
-            if await self._drain(event_id, never) is not None:
+            try:
+                if await self._drain(event_id, never) is not None:
+                    return
+            except Exception as exc:  # the records stay in the outbox for the next owner
+                bug(log, "relay", exc, event_id)
                 return
 
     async def _drain(self, event_id: str, stopping: asyncio.Event) -> float | None:
@@ -130,9 +138,11 @@ class Relay:
         while True:
             try:
                 entries = await outbox.read(self.redis, event_id, self.batch)
-            except REDIS_ERRORS as exc:
-                return self.redis_health.failed(exc)
-            await self.redis_health.succeeded()
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                return self.redis_outage.failed(exc)
+            await self.redis_outage.succeeded()
             if not entries:
                 metrics.OUTBOX_BACKLOG.labels(event_id).set(0)
                 return None
@@ -141,16 +151,17 @@ class Relay:
             except Exception as exc:
                 # Any failure, whatever kafka-python raises, leaves the batch in the outbox.
                 self.failures += 1
-                metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
                 await self._discard_producer()
                 return self.kafka_outage.failed(exc)
             self.kafka_outage.recovered()
             try:
                 await outbox.acknowledge(self.redis, event_id, entries)
                 backlog = await self.redis.xlen(keys.outbox(event_id))
-            except REDIS_ERRORS as exc:
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
                 # Kafka has the batch; the next relay sends it again and consumers dedupe.
-                return self.redis_health.failed(exc)
+                return self.redis_outage.failed(exc)
             self._count(entries, dead)
             metrics.OUTBOX_BACKLOG.labels(event_id).set(backlog)
             if len(entries) < self.batch or stopping.is_set():
@@ -161,7 +172,7 @@ class Relay:
         self.relayed += len(entries) - dead
         self.dead_letters += dead
         if dead:
-            metrics.DEAD_LETTERS.labels(self.dead_letter_topic).inc(dead)
+            metrics.DEAD_LETTERS.labels("outbox").inc(dead)
         now_ms = time.time() * 1000
         for entry in entries:
             metrics.OUTBOX_RELAYED.labels(entry.topic).inc()
@@ -173,7 +184,6 @@ class Relay:
             await self._thread.call(self._open)
         except Exception as exc:  # whatever kafka-python raises, retry later
             self.failures += 1
-            metrics.DEPENDENCY_ERRORS.labels("kafka").inc()
             return self.kafka_outage.failed(exc)
         return None
 
@@ -196,26 +206,17 @@ class Relay:
         if self._producer is None:
             self._open()
         now_ms = int(time.time() * 1000)
-        header = messages.MESSAGE_ID_HEADER
-        futures, dead = [], 0
+        records: list[Record] = []
+        dead = 0
         for entry in entries:
             try:
                 message = outbox.to_message(entry, self.secret, now_ms)
             except (KeyError, ValueError, TypeError) as exc:
                 message = self._dead_letter(event_id, entry, exc)
                 dead += 1
-            futures.append(
-                self._producer.send(
-                    message.topic,
-                    key=message.key,
-                    value=message.value,
-                    headers=[(header, message.message_id.encode("utf-8"))],
-                )
-            )
-        timeout = self.tuning.request_timeout_ms / 1000
-        self._producer.flush(timeout=timeout)
-        for future in futures:
-            future.get(timeout=timeout)
+            header = (messages.MESSAGE_ID_HEADER, message.message_id.encode("utf-8"))
+            records.append((message.topic, message.key, message.value, [header]))
+        send_and_wait(self._producer, records, self.tuning.request_timeout_ms / 1000)
         return dead
 
     def _dead_letter(

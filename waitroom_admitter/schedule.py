@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from shared.heartbeats import Beat
 from shared.scripts import AdmitResult
 
 #: A wake-up planned for a lease deadline lands this much after it, so the lease has surely
@@ -50,14 +49,3 @@ def renew_interval(lock_ttl_ms: int) -> float:
     """Seconds between lock renewals: a third of the lifetime, so two renewals may fail (a
     slow Redis, a long pause) before the lock runs out."""
     return lock_ttl_ms / 3000
-
-
-def heartbeat_max_age(sweep_seconds: float) -> float:
-    """Age in seconds past which a replica's heartbeat counts as stale: three missed sweeps,
-    but never under 5 s, so a short hiccup does not fail a liveness probe."""
-    return max(5.0, 3 * sweep_seconds)
-
-
-def heartbeat_max_age_of(beat: Beat) -> float:
-    """``heartbeat_max_age`` for the sweep interval the replica reported about itself."""
-    return heartbeat_max_age(float(beat.data.get("interval", 1.0)))

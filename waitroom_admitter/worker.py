@@ -12,13 +12,14 @@ import contextlib
 import logging
 import os
 import random
-import signal
 from dataclasses import dataclass
 
-from shared import heartbeats, keys, metrics
+from shared import heartbeats, keys, metrics, signals
+from shared.backoff import Outage, bug, is_transient, pause
 from shared.connections import redis_client
 from shared.errors import WaitroomError
 from shared.events import EventState, EventStore
+from shared.pubsub import NotifyListener
 from shared.scripts import Scripts
 from shared.settings import (
     AdmitterSettings,
@@ -28,10 +29,9 @@ from shared.settings import (
 )
 from waitroom_admitter import schedule
 from waitroom_admitter.admission import EventWorker
-from waitroom_admitter.common import REDIS_ERRORS, RedisClock, RedisHealth, pause
+from waitroom_admitter.clock import RedisClock
 from waitroom_admitter.locks import Lock, Locks
 from waitroom_admitter.relay import Relay
-from waitroom_admitter.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class Admitter:
         self.store = EventStore(self.redis, self.scripts)
         self.locks = Locks(self.scripts, settings.lock_ttl_ms, self.replica_id)
         self.clock = RedisClock()
-        self.redis_health = RedisHealth(self.redis, log)
+        self.redis_outage = Outage("Redis", log, pool=self.redis.connection_pool)
         self.relay: Relay | None = None
         if common.kafka_enabled:
             self.relay = Relay(
@@ -89,14 +89,15 @@ class Admitter:
                 batch=settings.outbox_batch,
                 client_id=f"waitroom-admitter-{self.replica_id}",
                 owned=lambda: self.owned.keys(),
-                redis_health=self.redis_health,
+                redis_outage=self.redis_outage,
                 dead_letter_topic=dead_letter_topic or ConsumerSettings().dlq_topic,
             )
-        self.wakeups = Wakeups(
+        self.wakeups = NotifyListener(
             self.redis,
             on_event=self._on_notify,
             on_resubscribe=self._on_resubscribe,
-            health=self.redis_health,
+            outage=Outage("Redis pub/sub (wake-ups)", log),
+            logger=log,
         )
         self.owned: dict[str, Owned] = {}
         self.stopping = asyncio.Event()
@@ -115,17 +116,8 @@ class Admitter:
             log.info("admitter %s stopping", self.replica_id)
             self.stopping.set()
 
-    def _on_signal(self, signum: int) -> None:
-        if self.stopping.is_set():
-            log.warning("second %s: exiting at once", signal.Signals(signum).name)
-            os._exit(128 + signum)
-        self.stop()
-
     async def run(self, *, handle_signals: bool = False) -> None:
-        loop = asyncio.get_running_loop()
-        if handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._on_signal, signum)
+        remove_signals = signals.install(lambda _: self.stop(), log) if handle_signals else None
         log.info(
             "admitter %s starting (kafka %s)",
             self.replica_id,
@@ -141,9 +133,8 @@ class Admitter:
             await self.stopping.wait()
         finally:
             await self._shutdown(sweep, renew, listen, relay)
-            if handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
+            if remove_signals is not None:
+                remove_signals()
 
     async def _shutdown(
         self,
@@ -176,11 +167,11 @@ class Admitter:
                     await self.locks.release(owned.lock)
                     self._forget(event_id, owned)
                 await heartbeats.remove(self.redis, keys.ADMITTER_HEARTBEATS, self.replica_id)
-        except REDIS_ERRORS as exc:  # TimeoutError, from the grace running out, is an OSError
+        except Exception as exc:  # Redis down, or the grace ran out (TimeoutError)
             log.warning("could not release every lock; they run out by themselves: %r", exc)
         if self.relay is not None:
             await self.relay.close()
-        with contextlib.suppress(*REDIS_ERRORS):
+        with contextlib.suppress(Exception):  # the connections may be gone already
             await self.redis.aclose()
         log.info("admitter stopped: %r", self)
 
@@ -190,14 +181,14 @@ class Admitter:
         while not self.stopping.is_set():
             try:
                 await self._sweep()
-                await self.redis_health.succeeded()
-            except REDIS_ERRORS as exc:
-                await pause(self.stopping, self.redis_health.failed(exc))
-                continue
-            except Exception:
+                await self.redis_outage.succeeded()
+            except Exception as exc:
+                if is_transient(exc):
+                    await pause(self.stopping, self.redis_outage.failed(exc))
+                    continue
                 # A bug must not stop the sweep for good; its missing heartbeats would then
                 # fail the liveness probe, which is the right outcome if it keeps failing.
-                log.exception("sweep failed")
+                bug(log, "sweep", exc)
             await pause(self.stopping, self.settings.sweep_seconds)
 
     async def _sweep(self) -> None:
@@ -211,7 +202,7 @@ class Admitter:
         await heartbeats.write(self.redis, keys.ADMITTER_HEARTBEATS, self.replica_id, report)
         beats = await heartbeats.read(self.redis, keys.ADMITTER_HEARTBEATS)
         await heartbeats.prune(self.redis, keys.ADMITTER_HEARTBEATS, beats, PRUNE_AFTER_SECONDS)
-        live = sum(1 for b in beats if b.fresh(schedule.heartbeat_max_age_of(b)))
+        live = sum(1 for b in beats if b.fresh())
         event_ids = await self.store.list_ids()
         await self._rebalance(event_ids, live)
         for event_id in list(self.owned):
@@ -266,7 +257,7 @@ class Admitter:
             batch_size=self.settings.batch_size,
             sweep_seconds=self.settings.sweep_seconds,
             clock=self.clock,
-            redis_health=self.redis_health,
+            redis_outage=self.redis_outage,
             on_change=self._on_change,
         )
         task = asyncio.create_task(worker.run(), name=f"admit:{event_id}")
@@ -314,11 +305,11 @@ class Admitter:
             for event_id, owned in list(self.owned.items()):
                 try:
                     renewed = await self.locks.renew(owned.lock)
-                except REDIS_ERRORS as exc:
-                    self.redis_health.failed(exc)
-                    renewed = not owned.lock.expired()
-                except Exception:
-                    log.exception("renewing the lock of %s failed", event_id)
+                except Exception as exc:
+                    if is_transient(exc):
+                        self.redis_outage.failed(exc)
+                    else:
+                        bug(log, "lock renewal", exc, event_id)
                     renewed = not owned.lock.expired()
                 if not renewed and self.owned.get(event_id) is owned:
                     self._drop(event_id)

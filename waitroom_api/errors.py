@@ -1,7 +1,8 @@
 """Turning failures into gRPC statuses, so no exception ever reaches grpc as an UNKNOWN.
 
 A ``WaitroomError`` becomes the status of its kind with ``WTR0xx - text`` as details; a Redis
-outage becomes UNAVAILABLE (callers may retry); anything else is logged and becomes INTERNAL.
+outage (``shared.backoff.is_transient``) becomes UNAVAILABLE (callers may retry); anything else,
+a script error included, is a bug: logged with its traceback, counted, and INTERNAL.
 """
 
 from __future__ import annotations
@@ -13,11 +14,8 @@ from typing import Any, NoReturn, Protocol, TypeVar
 
 import grpc
 from grpc import aio
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared import metrics
-from shared.backoff import Outage
+from shared.backoff import Outage, bug, is_transient
 from shared.errors import Code, ErrorKind, WaitroomError
 
 log = logging.getLogger(__name__)
@@ -29,9 +27,6 @@ STATUS_OF_KIND = {
     ErrorKind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
     ErrorKind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
-
-#: What redis-py raises when the server cannot be reached or does not answer in time.
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 REDIS_DOWN_TEXT = "the waiting room's store (Redis) is unreachable; try again shortly"
 
@@ -63,11 +58,10 @@ async def abort_for(
         raise exc  # the handler already chose a status
     if isinstance(exc, WaitroomError):
         await context.abort(STATUS_OF_KIND[exc.code.kind], exc.message)
-    if isinstance(exc, REDIS_DOWN):
-        metrics.DEPENDENCY_ERRORS.labels("redis").inc()
+    if is_transient(exc):
         owner.redis_outage.failed(exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, REDIS_DOWN_TEXT)
-    log.exception("unexpected error while handling a request", exc_info=exc)
+    bug(log, "api request", exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; it has been logged")
 
 

@@ -9,7 +9,6 @@ which the API never talks to (the admitter relays the outbox) but operators want
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +17,7 @@ from typing import Any
 from grpc_health.v1 import health, health_pb2
 from redis.asyncio import Redis
 
+from shared.kafka import KafkaUnreachable, bootstrap_servers, probe_kafka
 from shared.proto import waitroom_pb2
 from shared.settings import CommonSettings
 
@@ -44,15 +44,6 @@ async def standard_health() -> Any:
     return servicer
 
 
-def _server_addresses(bootstrap: str) -> list[tuple[str, int]]:
-    addresses = []
-    for item in bootstrap.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if host and port.isdigit():
-            addresses.append((host.strip("[]"), int(port)))
-    return addresses
-
-
 class HealthProbe:
     """Checks the dependencies for HealthCheck; the Kafka answer is cached for a few seconds."""
 
@@ -77,29 +68,14 @@ class HealthProbe:
             cached = self._kafka
             if cached is not None and time.monotonic() - cached[0] < KAFKA_CACHE_SECONDS:
                 return cached[1]
-            answer = await self._connect_any(_server_addresses(self.common.kafka_bootstrap_servers))
+            try:
+                # A thread, as every blocking Kafka check; bounded by PROBE_TIMEOUT per server.
+                await asyncio.to_thread(probe_kafka, bootstrap_servers(self.common), PROBE_TIMEOUT)
+                answer = "ok"
+            except KafkaUnreachable as exc:
+                answer = f"unreachable: {exc}"
             self._kafka = (time.monotonic(), answer)
             return answer
-
-    @staticmethod
-    async def _connect_any(addresses: list[tuple[str, int]]) -> str:
-        """Answers "ok" when a TCP connection to any bootstrap server opens in time."""
-        if not addresses:
-            return "unreachable: no host:port in WAITROOM_KAFKA_BOOTSTRAP_SERVERS"
-        problems = []
-        for host, port in addresses:
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), PROBE_TIMEOUT
-                )
-            except (OSError, TimeoutError) as exc:
-                problems.append(f"{host}:{port} {exc or type(exc).__name__}")
-                continue
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return "ok"
-        return "unreachable: " + "; ".join(problems)
 
     async def components(self) -> dict[str, str]:
         redis_answer, kafka_answer = await asyncio.gather(self.redis_status(), self.kafka_status())

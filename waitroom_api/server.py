@@ -3,14 +3,13 @@
 Shutdown: the first SIGTERM (or SIGINT) marks the process NOT_SERVING, stops accepting calls,
 and gives calls in flight ``grace_seconds`` to finish (open position streams, which never
 finish on their own, are cancelled when the grace period ends); then Redis is closed and the
-process exits 0. A second signal cancels everything at once.
+process exits 0. A second signal exits at once with ``RET_FORCED`` (``shared.signals``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared import signals
 from shared.connections import redis_client
 from shared.proto import waitroom_pb2_grpc
 from shared.scripts import Scripts
@@ -61,7 +61,6 @@ class ApiServer:
         self.port = 0
         self._health: Any = None
         self._stopping: asyncio.Task[None] | None = None
-        self._signals = 0
         self._signal_tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> int:
@@ -95,18 +94,11 @@ class ApiServer:
         await self.fanout.close()
         await self.redis.aclose()
 
-    def on_signal(self, signum: int) -> None:
-        """First signal: drain; second: stop at once."""
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1:
-            log.info("%s: draining for up to %gs", name, self.api.grace_seconds)
-            grace: float | None = self.api.grace_seconds
-        else:
-            log.warning("%s again: stopping now", name)
-            grace = None
+    def on_signal(self, name: str) -> None:
+        """Drain for the grace period (a second signal is ``shared.signals``' to handle)."""
+        log.info("%s: draining for up to %gs", name, self.api.grace_seconds)
         # Held so the task cannot be garbage-collected before it ran.
-        task = asyncio.get_running_loop().create_task(self.stop(grace))
+        task = asyncio.get_running_loop().create_task(self.stop(self.api.grace_seconds))
         self._signal_tasks.add(task)
         task.add_done_callback(self._signal_tasks.discard)
 
@@ -127,16 +119,13 @@ async def serve(
 ) -> None:
     """Run the API until SIGTERM/SIGINT, then drain and return."""
     server = ApiServer(common, api)
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.on_signal, signum)
+    remove_signals = signals.install(server.on_signal, log)
     try:
         await server.start()
         if on_started is not None:
             on_started(server)
         await server.wait_stopped()
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
+        remove_signals()
         if server._stopping is None:
             await server.stop(None)

@@ -18,7 +18,7 @@ from shared.backoff import Outage
 from shared.ids import event_of_session, validate_id
 from shared.proto import waitroom_pb2 as pb
 from shared.proto import waitroom_pb2_grpc
-from shared.scripts import Scripts
+from shared.scripts import LeaveOutcome, Scripts
 from shared.sessions import Status
 from shared.settings import CommonSettings
 from shared.timefmt import format_ms
@@ -93,13 +93,13 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         session_id = request.session_id
         event_id = event_of_session(session_id)
         outcome, status = await self.scripts.leave(event_id, session_id)
-        if outcome == "LEFT":
+        if outcome is LeaveOutcome.LEFT:
             metrics.LEAVES.labels(event_id, "user_left").inc()
-            message = _LEAVE_MESSAGES.get(Status(status), "left")
-        elif outcome == "EXPIRED":
+            message = _LEAVE_MESSAGES.get(status, "left")
+        elif outcome is LeaveOutcome.EXPIRED:
             message = "the session had already expired; it is closed now"
         else:
-            message = f"the session had already ended ({Status(status).name}); nothing to do"
+            message = f"the session had already ended ({status.name}); nothing to do"
         return pb.LeaveQueueResponse(session_id=session_id, message=message)
 
     @streaming

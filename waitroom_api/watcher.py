@@ -28,15 +28,15 @@ from collections.abc import AsyncIterator, Iterator
 
 from redis.asyncio import Redis
 
-from shared import keys, metrics
-from shared.backoff import Outage
+from shared import metrics
+from shared.backoff import Outage, bug, is_transient
 from shared.errors import WaitroomError
 from shared.ids import ticket_of_session
 from shared.proto import waitroom_pb2 as pb
+from shared.pubsub import NotifyListener
 from shared.scripts import QueueView, Scripts, SessionView
 from shared.sessions import SessionRecord, Status
 from shared.settings import ApiSettings
-from waitroom_api.errors import REDIS_DOWN
 from waitroom_api.render import Renderer, SessionState, record_state
 
 log = logging.getLogger(__name__)
@@ -303,16 +303,14 @@ class EventWatcher:
             last = time.monotonic()
             try:
                 await self.refresh()
-            except REDIS_DOWN as exc:
+            except Exception as exc:
                 self.failures += 1
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                await asyncio.sleep(self.outage.failed(exc))
-                continue
-            except Exception:
-                # A bug must not silently freeze every stream of the event: log, keep going.
-                self.failures += 1
-                log.exception("re-reading the streams of event %r failed", self.event_id)
-                await asyncio.sleep(poll)
+                if is_transient(exc):
+                    await asyncio.sleep(self.outage.failed(exc))
+                else:
+                    # A bug must not silently freeze every stream of the event: log, go on.
+                    bug(log, "stream watcher", exc, self.event_id)
+                    await asyncio.sleep(poll)
                 continue
             self.outage.recovered()
             # Let the streams send this pass before the next one (see Backlog).
@@ -337,17 +335,23 @@ class Fanout:
         self.settings = settings
         self.watchers: dict[str, EventWatcher] = {}
         self.notifications = 0
-        self.subscription_outage = Outage("Redis pub/sub (position streams)", log)
         self.read_outage = Outage("Redis (position stream re-reads)", log)
-        self._closing = False
+        self.listener = NotifyListener(
+            redis,
+            on_event=self._announced,
+            on_resubscribe=self._resubscribed,
+            outage=Outage("Redis pub/sub (position streams)", log),
+            logger=log,
+        )
+        self._closing = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen(), name="notify listener")
+        self._listener = asyncio.create_task(self.listener.run(self._closing), name="listener")
 
     async def close(self) -> None:
         """Stop listening and watching; waits at most ``CLOSE_TIMEOUT``."""
-        self._closing = True
+        self._closing.set()
         tasks = [w.task for w in self.watchers.values() if w.task is not None]
         for watcher in self.watchers.values():
             watcher.stop()
@@ -385,41 +389,16 @@ class Fanout:
                 del self.watchers[stream.event_id]
                 watcher.stop()
 
-    def _announced(self, payload: bytes | str) -> None:
-        event_id = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
+    def _announced(self, event_id: str) -> None:
         self.notifications += 1
         watcher = self.watchers.get(event_id)
         if watcher is not None:
             watcher.poke()
 
-    async def _listen(self) -> None:
-        while not self._closing:
-            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-            delay = 0.0
-            try:
-                await pubsub.subscribe(keys.NOTIFY_CHANNEL)
-                honour_cancellation()
-                if self.subscription_outage.down:
-                    # Announcements made while we were away are lost: re-read everything.
-                    for watcher in self.watchers.values():
-                        watcher.poke()
-                self.subscription_outage.recovered()
-                while not self._closing:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-                    honour_cancellation()
-                    if message is not None and message.get("type") == "message":
-                        self._announced(message["data"])
-            except REDIS_DOWN as exc:
-                metrics.DEPENDENCY_ERRORS.labels("redis").inc()
-                delay = self.subscription_outage.failed(exc)
-            except Exception:
-                # Never let the one subscription die; the watchers' polling covers the gap.
-                log.exception("the notification listener failed; restarting it")
-                delay = self.settings.stream_poll_seconds
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-            await asyncio.sleep(delay)
+    def _resubscribed(self) -> None:
+        # Announcements made while the subscription was down are lost: re-read everything.
+        for watcher in self.watchers.values():
+            watcher.poke()
 
     def __repr__(self) -> str:
         return (

@@ -1,36 +1,35 @@
 """The Kafka side of the consumer: one kafka-python consumer and one producer (dead letters).
 
-kafka-python is blocking and its consumer is not thread-safe, so every call on either client
-goes through one dedicated thread; the asyncio loop awaits it. The consumer's rebalance
-listener runs inside ``poll()`` (on the client's own IO thread while our thread waits for
-``poll`` to return), so it only ever sees the handled-offsets map between two batches.
+kafka-python is blocking and its consumer is not thread-safe, so every call on either client goes
+through one ``KafkaThread`` (``shared.kafka``); the asyncio loop awaits it. The consumer's rebalance
+listener runs inside ``poll()`` (on the client's own IO thread while our thread waits for ``poll``
+to return), so it only ever sees the handled-offsets map between two batches.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from shared.connections import (
+from shared.kafka import (
+    TOPIC_PARTITIONS,
+    KafkaThread,
+    Record,
     bootstrap_servers,
     ensure_topics,
     kafka_consumer,
     kafka_producer,
     probe_kafka,
+    send_and_wait,
 )
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 
 T = TypeVar("T")
 log = logging.getLogger("waitroom.consumer")
-
-PARTITIONS = 4  # for the topics this process creates when they do not exist yet
-PROBE_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +59,7 @@ class Broker:
         self.topics = [settings.topic_completed, settings.topic_failed, settings.topic_expired]
         self.pending: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
-        self._thread = ThreadPoolExecutor(1, thread_name_prefix="kafka")
+        self._thread = KafkaThread()
         self._consumer: Any = None
         self._producer: Any = None
         self.commits = 0
@@ -78,9 +77,8 @@ class Broker:
     def connected(self) -> bool:
         return self._consumer is not None
 
-    async def _call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._thread, functools.partial(func, *args, **kwargs))
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
+        return await self._thread.call(functools.partial(func, *args))
 
     # --- connecting ---------------------------------------------------------------------------
 
@@ -89,8 +87,8 @@ class Broker:
         await self._call(self._connect)
 
     def _connect(self) -> None:
-        probe_kafka(bootstrap_servers(self.common), PROBE_SECONDS)
-        wanted = dict.fromkeys([*self.topics, self.settings.dlq_topic], PARTITIONS)
+        probe_kafka(bootstrap_servers(self.common))
+        wanted = dict.fromkeys([*self.topics, self.settings.dlq_topic], TOPIC_PARTITIONS)
         try:
             created = ensure_topics(self.common, wanted)
             if created:
@@ -158,16 +156,12 @@ class Broker:
 
     # --- producing ----------------------------------------------------------------------------
 
-    async def produce(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
-        """Produce ``(topic, key, value)`` records and wait until Kafka acknowledged them all."""
+    async def produce(self, records: list[Record]) -> None:
+        """Produce the records and wait until Kafka acknowledged them all."""
         await self._call(self._produce, records)
 
-    def _produce(self, records: list[tuple[str, bytes | None, bytes]]) -> None:
-        timeout = self.tuning.request_timeout_ms / 1000
-        futures = [self._producer.send(t, key=k, value=v) for t, k, v in records]
-        self._producer.flush(timeout=timeout)
-        for future in futures:
-            future.get(timeout=timeout)  # raises what went wrong with that record
+    def _produce(self, records: list[Record]) -> None:
+        send_and_wait(self._producer, records, self.tuning.request_timeout_ms / 1000)
 
     # --- closing ------------------------------------------------------------------------------
 
@@ -176,7 +170,7 @@ class Broker:
         try:
             await self._call(self._close)
         finally:
-            self._thread.shutdown(wait=False, cancel_futures=True)
+            self._thread.close()
 
     async def reset(self) -> None:
         """Drop both clients after repeated failures; ``connect`` builds new ones.

@@ -12,18 +12,18 @@ from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import (
     RET_CONNECT,
-    RET_INVALID,
-    RET_OK,
     RET_SETTINGS,
+    check_heartbeats,
     emit,
     fail,
     json_option,
     run_process,
     with_redis,
 )
-from shared.connections import bootstrap_servers, configure_logging, kafka_producer, probe_kafka
+from shared.connections import configure_logging
 from shared.errors import WaitroomError
 from shared.ids import event_of_session
+from shared.kafka import bootstrap_servers, kafka_producer, probe_kafka
 from shared.messages import CHECKOUT_COMPLETED, CHECKOUT_EXPIRED, CHECKOUT_FAILED, checkout_message
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
@@ -38,16 +38,11 @@ def _settings() -> tuple[CommonSettings, KafkaClientSettings, ConsumerSettings]:
         consumer_settings = settings_mod.load(ConsumerSettings)
     except settings_mod.SettingsError as exc:
         fail(str(exc), RET_SETTINGS)
-        raise  # unreachable; keeps the type checker informed
     if not common.kafka_enabled:
         fail(
             "WAITROOM_KAFKA_BOOTSTRAP_SERVERS is empty; checkout outcomes need Kafka", RET_SETTINGS
         )
     return common, tuning, consumer_settings
-
-
-#: A consumer heartbeat older than this means the replica is stuck or gone.
-HEARTBEAT_MAX_AGE_SECONDS = 30.0
 
 
 @click.group(invoke_without_command=True)
@@ -70,37 +65,22 @@ def consumer(ctx: click.Context) -> None:
 @click.option(
     "--max-age",
     type=float,
-    default=HEARTBEAT_MAX_AGE_SECONDS,
-    show_default=True,
-    help="Seconds after which a heartbeat is stale.",
+    default=None,
+    help="Heartbeat age in seconds that still counts as alive "
+    "(default: three heartbeat intervals of that replica, at least 5 s).",
 )
 @json_option
-def check(replica: str | None, max_age: float, as_json: bool) -> None:
-    """Exit 0 when a consumer replica has a fresh heartbeat, 4 otherwise."""
+def check(replica: str | None, max_age: float | None, as_json: bool) -> None:
+    """Exit 0 when a consumer (or REPLICA) has a fresh heartbeat, else 4 (a liveness probe)."""
 
-    async def read(scripts: Scripts) -> list[heartbeats.Beat]:
-        return await heartbeats.read(scripts.redis, keys.CONSUMER_HEARTBEATS)
+    def describe(beat: heartbeats.Beat) -> str:
+        handled = beat.data.get("handled")
+        counts = handled if isinstance(handled, dict) else {}
+        detail = ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
+        total = sum(n for n in counts.values() if isinstance(n, int))
+        return f"handled {total}" + (f" ({detail})" if detail else "")
 
-    beats = [b for b in with_redis(read) if replica is None or b.replica == replica]
-    fresh = [b for b in beats if b.fresh(max_age)]
-    data = [
-        {
-            "replica": b.replica,
-            "age_seconds": round(b.age_seconds(), 3),
-            "fresh": b in fresh,
-            **b.data,
-        }
-        for b in beats
-    ]
-    lines = [
-        f"{b.replica}: {'fresh' if b in fresh else 'STALE'} ({b.age_seconds():.1f}s ago), "
-        f"handled {b.data.get('handled', {})}"
-        for b in beats
-    ]
-    wanted = f"replica {replica}" if replica else "any consumer replica"
-    human = "\n".join(lines) if lines else f"no heartbeat from {wanted}"
-    emit(as_json, {"ok": bool(fresh), "replicas": data}, human)
-    sys.exit(RET_OK if fresh else RET_INVALID)
+    check_heartbeats(keys.CONSUMER_HEARTBEATS, "consumer", replica, max_age, as_json, describe)
 
 
 @click.group()
@@ -116,7 +96,6 @@ def _user_of(event_id: str, session_id: str) -> str:
     user_id = with_redis(read)
     if user_id is None:
         fail(f"WTR001 - session not found in event {event_id!r}; pass --user-id to send anyway")
-    assert user_id is not None
     return user_id
 
 
@@ -134,7 +113,6 @@ def _publish(
             event_id = event_of_session(session_id)
         except WaitroomError as exc:
             fail(f"{exc.message}; pass --event-id to send anyway")
-    assert event_id is not None
     if user_id is None:
         user_id = _user_of(event_id, session_id)
     body = checkout_message(kind, session_id, user_id, event_id, now_ms())
@@ -143,7 +121,6 @@ def _publish(
         producer = kafka_producer(common, tuning, client_id="waitroom-cli")
     except Exception as exc:  # KafkaUnreachable, or kafka-python's own errors
         fail(f"cannot reach Kafka at {common.kafka_bootstrap_servers}: {exc}", RET_CONNECT)
-        raise
     try:
         value = json.dumps(body, separators=(",", ":")).encode("utf-8")
         sent: Any = producer.send(topic, key=event_id.encode("utf-8"), value=value)

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from redis.exceptions import ResponseError
 
 from shared import metrics
+from shared.backoff import bug, is_transient
 from shared.errors import WaitroomError
 from shared.ids import event_of_session
+from shared.kafka import Record
 from shared.messages import BadMessage, decode_checkout
 from shared.scripts import Scripts
 from shared.sessions import Status
@@ -26,12 +28,9 @@ from shared.timefmt import now_ms
 from waitroom_consumer import deadletter
 from waitroom_consumer.broker import Broker, Message
 from waitroom_consumer.deadletter import DeadLetter
-from waitroom_consumer.retry import Retrier, passing, redis_down
+from waitroom_consumer.retry import Retrier
 
 log = logging.getLogger("waitroom.consumer")
-
-# What the finish script answered, as the metric's result label.
-_RESULTS = {"DONE": "done", "ALREADY": "already", "NOT_ADMITTED": "not_admitted"}
 
 
 @dataclass(frozen=True)
@@ -127,22 +126,30 @@ class Handler:
             try:
                 replies = await self.scripts.finish_many(args)
             except Exception as exc:
-                if not redis_down(exc):
-                    raise
-                await self.retrier.wait(self.retrier.redis, exc)
-                continue
+                if is_transient(exc):
+                    await self.retrier.wait(self.retrier.redis, exc)
+                    continue
+                if len(todo) > 1:
+                    # Something in the batch cannot even be sent (a value the client cannot
+                    # encode): apply the messages one by one, in order, so only it is refused.
+                    for item in todo:
+                        refused += await self._finish([item], results)
+                    return refused
+                bug(log, "consumer", exc, repr(todo[0].session_id))
+                refused.append(DeadLetter(todo[0].message, f"cannot be applied: {exc!r}"))
+                return refused
             self.retrier.redis.recovered()
             again, error = [], None
             for item, reply in zip(todo, replies, strict=True):
                 if isinstance(reply, ResponseError):
-                    if passing(reply):
+                    if is_transient(reply):
                         again.append(item)
                         error = reply
                     else:  # the script itself failed on this session: never loop on it
-                        log.error("finish failed for %s: %s", item.session_id, reply)
+                        bug(log, "consumer", reply, item.session_id)
                         refused.append(DeadLetter(item.message, f"redis refused it: {reply}"))
                 else:
-                    results[(item.outcome.word, _RESULTS.get(reply, "unknown"))] += 1
+                    results[(item.outcome.word, reply.value.lower())] += 1
             if error is not None:
                 await self.retrier.wait(self.retrier.redis, error)
             todo = again
@@ -153,8 +160,8 @@ class Handler:
         if not letters:
             return
         group, now = self.settings.group, now_ms()
-        records = [
-            (self.settings.dlq_topic, d.message.key, deadletter.encode(d, group, now))
+        records: list[Record] = [
+            (self.settings.dlq_topic, d.message.key, deadletter.encode(d, group, now), [])
             for d in letters
         ]
         while True:

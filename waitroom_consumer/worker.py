@@ -4,7 +4,7 @@ At least once: offsets are committed only after a batch's Redis changes and dead
 done, so a crash replays at most the batch in hand, which is harmless because ``finish`` is
 idempotent. Outages pause the loop on the batch in hand (no commit, no skip) until the
 dependency is back. SIGTERM lets the batch in hand finish, commits, leaves the group and exits 0;
-a second signal, or a shutdown that overruns the grace period, exits at once.
+a second signal, or a shutdown that overruns the grace period, exits at once (``RET_FORCED``).
 """
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import time
 from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import heartbeats, keys
+from shared import heartbeats, keys, signals
+from shared.backoff import pause
 from shared.connections import redis_client
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
@@ -31,7 +31,6 @@ log = logging.getLogger("waitroom.consumer")
 
 POLL_MS = 500  # how long one poll waits for records; also how soon a stop is noticed
 REBUILD_AFTER = 5  # consecutive failed polls before the Kafka clients are built afresh
-EXIT_FORCED = 1
 HEARTBEAT_SECONDS = 5.0  # how often the replica reports itself (`waitroom consumer check`)
 
 
@@ -69,6 +68,7 @@ class Consumer:
         """What the heartbeat reports."""
         return {
             "group": self.settings.group,
+            "interval": HEARTBEAT_SECONDS,
             "pid": os.getpid(),
             "started": int(self.started * 1000),
             "messages": self.messages,
@@ -80,25 +80,27 @@ class Consumer:
 
     async def run(self, *, handle_signals: bool = True) -> int:
         """Consume until stopped; returns the exit code."""
-        if handle_signals:
-            self._install_signals()
+        remove_signals = signals.install(self._on_signal, log) if handle_signals else None
         self.redis = redis_client(self.common)
-        self.handler = Handler(Scripts(self.redis), self.broker, self.settings, self.retrier)
-        beats = asyncio.create_task(self._beat(), name="heartbeat")
+        self.handler = handler = Handler(
+            Scripts(self.redis), self.broker, self.settings, self.retrier
+        )
+        beats = asyncio.create_task(self._beat(self.redis), name="heartbeat")
         log.info("consumer %s starting in group %s", self.replica, self.settings.group)
         try:
-            await self._consume()
+            await self._consume(handler)
         except Stopped:
             log.info("stopping during an outage; the batch in hand will be replayed")
         finally:
             await self._shutdown(beats)
+            if remove_signals is not None:
+                remove_signals()
         log.info("consumer stopped: %r", self)
         return 0
 
     # --- the loop -----------------------------------------------------------------------------
 
-    async def _consume(self) -> None:
-        assert self.handler is not None
+    async def _consume(self, handler: Handler) -> None:
         failed_polls = 0
         while not self.stopping.is_set():
             if not self.broker.connected:
@@ -118,7 +120,7 @@ class Consumer:
             if self.stopping.is_set():
                 break  # fetched but not started: uncommitted, so the next owner gets them
             if batch:
-                await self.handler.handle(batch)
+                await handler.handle(batch)
                 self.broker.handled(batch)
                 self.messages += len(batch)
                 self.batches += 1
@@ -142,16 +144,15 @@ class Consumer:
         if committed:
             self.retrier.kafka.recovered()
 
-    async def _beat(self) -> None:
-        assert self.redis is not None
-        while True:
+    async def _beat(self, redis: Redis) -> None:
+        while not self.stopping.is_set():
             try:
                 await heartbeats.write(
-                    self.redis, keys.CONSUMER_HEARTBEATS, self.replica, self.snapshot()
+                    redis, keys.CONSUMER_HEARTBEATS, self.replica, self.snapshot()
                 )
             except Exception as exc:  # Redis is down; the loop reports that itself
                 log.debug("heartbeat not written: %s", exc)
-            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await pause(self.stopping, HEARTBEAT_SECONDS)
 
     async def _shutdown(self, beats: asyncio.Task[None]) -> None:
         beats.cancel()
@@ -173,21 +174,9 @@ class Consumer:
 
     # --- signals ------------------------------------------------------------------------------
 
-    def _install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_signal, signum)
-
-    def _on_signal(self, signum: int) -> None:
-        name = signal.Signals(signum).name
-        if self.stopping.is_set():
-            log.warning("%s again: exiting at once", name)
-            os._exit(EXIT_FORCED)
+    def _on_signal(self, name: str) -> None:
         grace = self.settings.grace_seconds
         log.info("%s: finishing the batch in hand, then committing (grace %gs)", name, grace)
         self.stop()
-        asyncio.get_running_loop().call_later(grace, self._overdue, grace)
-
-    def _overdue(self, grace: float) -> None:
-        log.error("shutdown took longer than %gs; exiting without finishing it", grace)
-        os._exit(EXIT_FORCED)
+        loop = asyncio.get_running_loop()
+        loop.call_later(grace, signals.force_exit, log, f"shutdown took longer than {grace:g}s")

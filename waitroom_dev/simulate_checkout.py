@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import messages
-from shared.connections import kafka_producer
+from shared.kafka import kafka_producer
 from shared.settings import CommonSettings, KafkaClientSettings
 from shared.timefmt import now_ms
 

@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shared import settings as settings_mod
-from shared.connections import default_topics, ensure_topics, redis_client
+from shared.connections import redis_client
 from shared.errors import Code, WaitroomError
 from shared.events import EventConfig, EventStore
+from shared.kafka import default_topics, ensure_topics
 from shared.settings import CommonSettings, ConsumerSettings
 from shared.timefmt import now_ms
 from waitroom_dev import supervise

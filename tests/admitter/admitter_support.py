@@ -20,8 +20,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import keys
-from shared.connections import ensure_topics
 from shared.events import EventConfig, EventStore
+from shared.kafka import ensure_topics
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.settings import CommonSettings

@@ -16,10 +16,9 @@ from admitter_support import WAITROOM, Admitters, create_event, join_users, lock
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.cli import RET_FORCED, RET_INVALID, RET_SETTINGS
 from shared.scripts import Scripts
 from waitroom_dev.services import free_port
-
-RET_SETTINGS, RET_INVALID = 3, 4
 
 
 def check(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -44,43 +43,42 @@ def test_sigterm_mid_run_exits_zero_within_grace_and_releases_the_lock(
     )
 
     async def body() -> None:
-        redis = Redis.from_url(redis_url)
-        scripts = Scripts(redis)
-        # A slow rate keeps it busy admitting when the signal comes.
-        await create_event(redis, event_id, max_concurrent=1000, rate=20)
-        await join_users(scripts, event_id, 200)
+        async with Redis.from_url(redis_url) as redis:
+            scripts = Scripts(redis)
+            # A slow rate keeps it busy admitting when the signal comes.
+            await create_event(redis, event_id, max_concurrent=1000, rate=20)
+            await join_users(scripts, event_id, 200)
 
-        async def owned() -> bool:
-            return await lock_owner(redis, event_id) == "term"
+            async def owned() -> bool:
+                return await lock_owner(redis, event_id) == "term"
 
-        await wait_for(owned, 30, "the admitter to take the event")
+            await wait_for(owned, 30, "the admitter to take the event")
 
-        async def admitting() -> bool:
-            return await redis.zcard(keys.checkout(event_id)) >= 20
+            async def admitting() -> bool:
+                return await redis.zcard(keys.checkout(event_id)) >= 20
 
-        await wait_for(admitting, 30, "admissions to start")
-        healthy = check(admitters.env, "--replica", "term")
-        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
-        report = json.loads(healthy.stdout)
-        assert report["healthy"] is True
-        assert [r["replica"] for r in report["replicas"]] == ["term"]
-        assert check(admitters.env, "--replica", "someone-else").returncode == RET_INVALID
-        scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
-        exported = scraped.read().decode()
-        assert f'waitroom_lock_owned{{event="{event_id}"}} 1.0' in exported
-        assert f'waitroom_checkout_capacity{{event="{event_id}"}} 1000.0' in exported
-        assert f'waitroom_event_paused{{event="{event_id}"}} 0.0' in exported
-        assert f'waitroom_admissions_total{{event="{event_id}"}}' in exported
+            await wait_for(admitting, 30, "admissions to start")
+            healthy = check(admitters.env, "--replica", "term")
+            assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+            report = json.loads(healthy.stdout)
+            assert report["healthy"] is True
+            assert [r["replica"] for r in report["replicas"]] == ["term"]
+            assert check(admitters.env, "--replica", "someone-else").returncode == RET_INVALID
+            scraped = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+            exported = scraped.read().decode()
+            assert f'waitroom_lock_owned{{event="{event_id}"}} 1.0' in exported
+            assert f'waitroom_checkout_capacity{{event="{event_id}"}} 1000.0' in exported
+            assert f'waitroom_event_paused{{event="{event_id}"}} 0.0' in exported
+            assert f'waitroom_admissions_total{{event="{event_id}"}}' in exported
 
-        started = time.monotonic()
-        assert admitter.terminate(grace + 5) == 0, admitter.log()
-        assert time.monotonic() - started < grace
-        assert await redis.exists(keys.lock(event_id)) == 0
-        # Everything admitted before the stop was relayed on the way out.
-        assert await redis.xlen(keys.outbox(event_id)) == 0
-        # A clean stop takes its heartbeat along: nothing claims to be alive.
-        assert check(admitters.env).returncode == RET_INVALID
-        await redis.aclose()
+            started = time.monotonic()
+            assert admitter.terminate(grace + 5) == 0, admitter.log()
+            assert time.monotonic() - started < grace
+            assert await redis.exists(keys.lock(event_id)) == 0
+            # Everything admitted before the stop was relayed on the way out.
+            assert await redis.xlen(keys.outbox(event_id)) == 0
+            # A clean stop takes its heartbeat along: nothing claims to be alive.
+            assert check(admitters.env).returncode == RET_INVALID
 
     asyncio.run(body())
     assert "Traceback" not in admitter.log()
@@ -122,18 +120,17 @@ def test_sigterm_with_kafka_hung_still_exits_zero_within_grace(
         )
 
         async def body() -> None:
-            redis = Redis.from_url(redis_url)
-            await create_event(redis, event_id)
+            async with Redis.from_url(redis_url) as redis:
+                await create_event(redis, event_id)
 
-            async def owned() -> bool:
-                return await lock_owner(redis, event_id) == "hung"
+                async def owned() -> bool:
+                    return await lock_owner(redis, event_id) == "hung"
 
-            await wait_for(owned, 30, "the admitter to take the event")
-            started = time.monotonic()
-            assert admitter.terminate(grace + 10) == 0, admitter.log()
-            assert time.monotonic() - started < grace + 1
-            assert await redis.exists(keys.lock(event_id)) == 0
-            await redis.aclose()
+                await wait_for(owned, 30, "the admitter to take the event")
+                started = time.monotonic()
+                assert admitter.terminate(grace + 10) == 0, admitter.log()
+                assert time.monotonic() - started < grace + 1
+                assert await redis.exists(keys.lock(event_id)) == 0
 
         asyncio.run(body())
 
@@ -147,19 +144,18 @@ def test_a_second_signal_exits_at_once(admitters: Admitters, redis_url: str, eve
         )
 
         async def body() -> None:
-            redis = Redis.from_url(redis_url)
-            await create_event(redis, event_id)
+            async with Redis.from_url(redis_url) as redis:
+                await create_event(redis, event_id)
 
-            async def owned() -> bool:
-                return await lock_owner(redis, event_id) == "impatient"
+                async def owned() -> bool:
+                    return await lock_owner(redis, event_id) == "impatient"
 
-            await wait_for(owned, 30, "the admitter to take the event")
-            await redis.aclose()
+                await wait_for(owned, 30, "the admitter to take the event")
 
         asyncio.run(body())
         admitter.proc.send_signal(signal.SIGTERM)
         time.sleep(1.0)
         assert admitter.proc.poll() is None  # draining: the relay is stuck on Kafka
         started = time.monotonic()
-        assert admitter.terminate(10) == 128 + signal.SIGTERM
+        assert admitter.terminate(10) == RET_FORCED
         assert time.monotonic() - started < 5

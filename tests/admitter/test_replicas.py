@@ -51,33 +51,32 @@ def test_three_admitters_keep_the_cap_and_fifo_and_announce_everyone_once(
     secret = admitters.env["WAITROOM_JWT_SECRET"]
 
     async def body() -> None:
-        redis = Redis.from_url(redis_url)
-        scripts = Scripts(redis)
-        await create_event(redis, event_id, max_concurrent=cap, rate=20_000)
-        procs = [admitters.start(f"r{i}") for i in range(3)]
+        async with Redis.from_url(redis_url) as redis:
+            scripts = Scripts(redis)
+            await create_event(redis, event_id, max_concurrent=cap, rate=20_000)
+            procs = [admitters.start(f"r{i}") for i in range(3)]
 
-        async def all_beating() -> bool:
-            return len(await heartbeats(redis)) == 3
+            async def all_beating() -> bool:
+                return len(await heartbeats(redis)) == 3
 
-        await wait_for(all_beating, 30, "three admitter heartbeats")
-        with topic_reader(bootstrap, ["queue.ready"], event_id) as reader:
-            checkout = CheckoutService(scripts, event_id, secret, delay=(0.002, 0.02))
-            checkout.attach(reader)
-            stop = asyncio.Event()
-            sampler = asyncio.create_task(sample_checkout(redis, event_id, stop))
-            service = asyncio.create_task(checkout.run(users, timeout=90))
-            sessions = await join_users(scripts, event_id, users)
-            await service
-            stop.set()
-            samples = await sampler
-        assert max(samples) == cap, "the cap was passed, or never reached"
-        assert len(samples) > 500
-        assert checkout.bad_tokens == []
-        assert sorted(checkout.finished) == sorted(sessions)
-        check_announcements(reader, sessions)
-        assert await final_statuses(scripts, event_id, sessions) == {Status.COMPLETED}
-        assert [p.terminate(10) for p in procs] == [0, 0, 0]
-        await redis.aclose()
+            await wait_for(all_beating, 30, "three admitter heartbeats")
+            with topic_reader(bootstrap, ["queue.ready"], event_id) as reader:
+                checkout = CheckoutService(scripts, event_id, secret, delay=(0.002, 0.02))
+                checkout.attach(reader)
+                stop = asyncio.Event()
+                sampler = asyncio.create_task(sample_checkout(redis, event_id, stop))
+                service = asyncio.create_task(checkout.run(users, timeout=90))
+                sessions = await join_users(scripts, event_id, users)
+                await service
+                stop.set()
+                samples = await sampler
+            assert max(samples) == cap, "the cap was passed, or never reached"
+            assert len(samples) > 500
+            assert checkout.bad_tokens == []
+            assert sorted(checkout.finished) == sorted(sessions)
+            check_announcements(reader, sessions)
+            assert await final_statuses(scripts, event_id, sessions) == {Status.COMPLETED}
+            assert [p.terminate(10) for p in procs] == [0, 0, 0]
 
     asyncio.run(body())
 
@@ -89,48 +88,49 @@ def test_killing_the_owner_loses_nobody_and_another_replica_takes_over(
     secret = admitters.env["WAITROOM_JWT_SECRET"]
 
     async def body() -> None:
-        redis = Redis.from_url(redis_url)
-        scripts = Scripts(redis)
-        await create_event(redis, event_id, max_concurrent=cap, rate=20_000)
-        procs = {
-            name: admitters.start(name, WAITROOM_ADMITTER_LOCK_TTL_MS=str(lock_ttl_ms))
-            for name in ("a", "b")
-        }
+        async with Redis.from_url(redis_url) as redis:
+            scripts = Scripts(redis)
+            await create_event(redis, event_id, max_concurrent=cap, rate=20_000)
+            procs = {
+                name: admitters.start(name, WAITROOM_ADMITTER_LOCK_TTL_MS=str(lock_ttl_ms))
+                for name in ("a", "b")
+            }
 
-        async def both_beating() -> bool:
-            return len(await heartbeats(redis)) == 2
+            async def both_beating() -> bool:
+                return len(await heartbeats(redis)) == 2
 
-        await wait_for(both_beating, 30, "two admitter heartbeats")
-        with topic_reader(bootstrap, ["queue.ready"], event_id) as reader:
-            checkout = CheckoutService(scripts, event_id, secret, delay=(0.005, 0.03))
-            checkout.attach(reader)
-            service = asyncio.create_task(checkout.run(users, timeout=90))
-            sessions = await join_users(scripts, event_id, users)
+            await wait_for(both_beating, 30, "two admitter heartbeats")
+            with topic_reader(bootstrap, ["queue.ready"], event_id) as reader:
+                checkout = CheckoutService(scripts, event_id, secret, delay=(0.005, 0.03))
+                checkout.attach(reader)
+                service = asyncio.create_task(checkout.run(users, timeout=90))
+                sessions = await join_users(scripts, event_id, users)
 
-            async def mid_run() -> bool:
-                return len(checkout.finished) >= users // 3
+                async def mid_run() -> bool:
+                    return len(checkout.finished) >= users // 3
 
-            await wait_for(mid_run, 60, "a third of the users to get through", interval=0.01)
-            victim = await lock_owner(redis, event_id)
-            assert victim in procs
-            procs[victim].proc.kill()
-            killed_at = time.monotonic()
+                await wait_for(mid_run, 60, "a third of the users to get through", interval=0.01)
+                victim = await lock_owner(redis, event_id)
+                assert victim in procs
+                procs[victim].proc.kill()
+                killed_at = time.monotonic()
 
-            async def taken_over() -> str | None:
-                owner = await lock_owner(redis, event_id)
-                return owner if owner not in (None, victim) else None
+                async def taken_over() -> str | None:
+                    owner = await lock_owner(redis, event_id)
+                    return owner if owner not in (None, victim) else None
 
-            successor = await wait_for(taken_over, 10, "another replica to take the event", 0.01)
-            takeover = time.monotonic() - killed_at
-            await service
-        assert successor != victim
-        # The lock outlives its owner by at most its lifetime; then the next sweep takes it.
-        assert takeover < lock_ttl_ms / 1000 + 3, f"took over after {takeover:.2f} s"
-        assert checkout.bad_tokens == []
-        assert sorted(checkout.finished) == sorted(sessions)
-        check_announcements(reader, sessions)
-        assert await final_statuses(scripts, event_id, sessions) == {Status.COMPLETED}
-        assert procs[successor].terminate(10) == 0
-        await redis.aclose()
+                successor = await wait_for(
+                    taken_over, 10, "another replica to take the event", 0.01
+                )
+                takeover = time.monotonic() - killed_at
+                await service
+            assert successor != victim
+            # The lock outlives its owner by at most its lifetime; then the next sweep takes it.
+            assert takeover < lock_ttl_ms / 1000 + 3, f"took over after {takeover:.2f} s"
+            assert checkout.bad_tokens == []
+            assert sorted(checkout.finished) == sorted(sessions)
+            check_announcements(reader, sessions)
+            assert await final_statuses(scripts, event_id, sessions) == {Status.COMPLETED}
+            assert procs[successor].terminate(10) == 0
 
     asyncio.run(body())

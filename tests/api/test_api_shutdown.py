@@ -14,7 +14,7 @@ import pytest
 from api_support import ApiProcess, api_env, make_event
 from click.testing import CliRunner
 
-from shared.cli import RET_ERROR, RET_SETTINGS
+from shared.cli import RET_ERROR, RET_FORCED, RET_SETTINGS
 from shared.proto import waitroom_pb2 as pb
 from shared.proto.waitroom_pb2_grpc import WaitroomServiceStub
 from waitroom_api.cli import api as api_command
@@ -90,8 +90,8 @@ def test_a_second_signal_stops_at_once(
         time.sleep(0.5)
         assert api.proc.poll() is None  # still draining: the grace period is long
         api.proc.send_signal(signal.SIGINT)
-        assert _exit_code(api, 15) == 0
-    assert "stopping now" in api.log()
+        assert _exit_code(api, 15) == RET_FORCED
+    assert "SIGINT again: exiting at once" in api.log()
 
 
 def test_several_processes_can_share_a_port_only_with_reuse_port(

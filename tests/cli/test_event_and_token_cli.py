@@ -67,7 +67,8 @@ def test_refusals_are_clear_and_change_nothing(invoke: Invoke, event_id: str) ->
     assert "WTR006" in missing.output and event_id in missing.output
     assert invoke("event", "create", event_id).exit_code == 0
     again = invoke("event", "create", event_id, "--rate", "99")
-    assert again.exit_code == RET_ERROR and "already exists" in again.output
+    assert again.exit_code == RET_ERROR and "exists; use `waitroom event update`" in again.output
+    assert "WTR003" not in again.output
     bad = invoke("event", "update", event_id, "--rate", "0")
     assert bad.exit_code == RET_ERROR and "rate must be above 0" in bad.output
     assert json.loads(invoke("event", "show", event_id, "--json").output)["rate"] == 10.0
@@ -88,13 +89,12 @@ def test_token_verify_says_valid_then_revoked(
     assert invoke("event", "create", event_id, "--max-concurrent", "1").exit_code == 0
 
     async def admit_one() -> tuple[str, str]:
-        redis = Redis.from_url(redis_url)
-        scripts = Scripts(redis)
-        sid = (await scripts.join(event_id, "user1")).session_id
-        await scripts.admit(event_id, 10)
-        record = (await scripts.status(event_id, [sid])).sessions[0].record
-        assert record is not None and record.status is Status.READY
-        await redis.aclose()
+        async with Redis.from_url(redis_url) as redis:
+            scripts = Scripts(redis)
+            sid = (await scripts.join(event_id, "user1")).session_id
+            await scripts.admit(event_id, 10)
+            record = (await scripts.status(event_id, [sid])).sessions[0].record
+            assert record is not None and record.status is Status.READY
         return sid, mint_for(JWT_SECRET, sid, event_id, record)
 
     sid, token = asyncio.run(admit_one())
@@ -104,9 +104,8 @@ def test_token_verify_says_valid_then_revoked(
     assert data["valid"] and data["claims"]["session_id"] == sid
 
     async def complete() -> None:
-        redis = Redis.from_url(redis_url)
-        await Scripts(redis).finish(event_id, sid, Status.COMPLETED, "completed")
-        await redis.aclose()
+        async with Redis.from_url(redis_url) as redis:
+            await Scripts(redis).finish(event_id, sid, Status.COMPLETED, "completed")
 
     asyncio.run(complete())
     revoked = invoke("token", "verify", token)

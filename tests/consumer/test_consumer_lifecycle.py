@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
+import pytest
 import redis
 from click.testing import CliRunner, Result
 from consumer_support import (
@@ -22,7 +26,7 @@ from consumer_support import (
 )
 
 from shared import keys
-from shared.cli import RET_CONNECT, RET_ERROR, RET_INVALID, RET_OK, RET_SETTINGS
+from shared.cli import RET_CONNECT, RET_ERROR, RET_FORCED, RET_INVALID, RET_OK, RET_SETTINGS
 from shared.sessions import Status
 
 Start = Callable[[dict[str, str]], ConsumerProcess]
@@ -156,7 +160,9 @@ def test_consumer_check_reports_fresh_stale_and_missing_heartbeats(
     mine = waitroom(env, "consumer", "check", "--replica", "replica-a", "--json")
     assert mine.exit_code == RET_OK
     (beat,) = json.loads(mine.stdout)["replicas"]
+    assert json.loads(mine.stdout)["healthy"] is True
     assert beat["replica"] == "replica-a" and beat["fresh"] and "handled" in beat
+    assert beat["max_age_seconds"] == 15.0  # three of its 5 s heartbeats
     assert waitroom(env, "consumer", "check", "--replica", "other").exit_code == RET_INVALID
 
     assert consumer.terminate() == 0  # a clean exit removes the heartbeat at once
@@ -186,3 +192,38 @@ def test_bad_settings_and_bad_cli_input_exit_with_named_codes(
     dead_broker = {**consumer_env, "WAITROOM_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
     args = ["checkout", "fail", "whatever", "--event-id", "ev", "--user-id", "u"]
     assert waitroom(dead_broker, *args).exit_code == RET_CONNECT
+
+
+@contextlib.contextmanager
+def wedged_broker() -> Iterator[str]:
+    """An address that accepts connections and never answers, so the consumer hangs in its
+    Kafka calls and a drain cannot finish."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield f"127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("how", ["second signal", "grace overrun"])
+def test_a_stop_that_cannot_drain_exits_with_the_forced_code(
+    how: str, consumer_env: dict[str, str], consumers: Start
+) -> None:
+    """The same forced-exit code as the API and the admitter (shared.signals)."""
+    with wedged_broker() as bootstrap:
+        grace = "120" if how == "second signal" else "2"
+        env = {
+            **consumer_env,
+            "WAITROOM_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "WAITROOM_CONSUMER_GRACE_SECONDS": grace,
+        }
+        consumer = consumers(env)
+        wait_until(lambda: "starting in group" in consumer.log(), what="the consumer to start")
+        assert consumer.proc is not None
+        consumer.proc.send_signal(signal.SIGTERM)
+        if how == "second signal":
+            time.sleep(0.5)
+            assert consumer.running, consumer.log()  # draining: its Kafka call is stuck
+            consumer.proc.send_signal(signal.SIGINT)
+        assert consumer.proc.wait(60) == RET_FORCED, consumer.log()
+    expected = "SIGINT again" if how == "second signal" else "shutdown took longer than 2s"
+    assert f"{expected}: exiting at once (exit {RET_FORCED})" in consumer.log()

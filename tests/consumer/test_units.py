@@ -7,18 +7,15 @@ import logging
 import socket
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
 
-from shared.connections import KafkaUnreachable, probe_kafka
 from shared.ids import event_suffix
+from shared.kafka import KafkaUnreachable, probe_kafka
 from shared.sessions import Status
 from shared.settings import ConsumerSettings
 from waitroom_consumer import deadletter
 from waitroom_consumer.broker import Message
 from waitroom_consumer.handler import outcomes, plan_batch
 from waitroom_consumer.logs import KafkaLogThrottle
-from waitroom_consumer.retry import passing, redis_down
 
 SETTINGS = ConsumerSettings(topic_completed="done-topic")
 SID = f"{'a' * 22}.17.{event_suffix('ev-1')}"
@@ -76,16 +73,6 @@ def test_a_huge_original_keeps_its_head_so_the_dead_letter_still_fits_the_broker
     body = deadletter.decode(record)
     assert body["value"] == huge[: deadletter.MAX_ORIGINAL_BYTES]
     assert (body["value_bytes"], body["value_truncated"]) == (len(huge), True)
-
-
-def test_redis_failing_over_is_an_outage_but_a_broken_script_is_not() -> None:
-    assert passing(ReadOnlyError("READONLY You can't write against a read only replica."))
-    assert passing(ResponseError("LOADING Redis is loading the dataset in memory"))
-    assert passing(ResponseError("BUSY Redis is busy running a script."))
-    assert not passing(ResponseError("ERR user_script:3: Attempt to index a nil value"))
-    assert redis_down(RedisConnectionError("refused")) and redis_down(OSError("reset"))
-    assert not redis_down(ResponseError("ERR wrong number of arguments"))
-    assert not redis_down(ValueError("a bug of ours"))
 
 
 def test_kafka_client_logs_are_throttled_and_ours_are_not() -> None:

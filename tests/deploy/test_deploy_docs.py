@@ -18,7 +18,7 @@ import click
 from deploy_support import ROOT
 
 from shared import settings as settings_mod
-from shared.connections import default_topics
+from shared.kafka import default_topics
 from waitroom_cli.main import cli
 
 OPERATIONS = ROOT / "docs" / "operations.md"

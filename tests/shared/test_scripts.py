@@ -8,10 +8,10 @@ from typing import TypeVar
 import pytest
 
 from shared import keys, outbox
-from shared.errors import WaitroomError
+from shared.errors import Refused, WaitroomError
 from shared.events import EventConfig, EventState, EventStore
 from shared.ids import ticket_of_session
-from shared.scripts import Scripts
+from shared.scripts import FinishOutcome, LeaveOutcome, Scripts
 from shared.sessions import Status
 from shared.token import check_revocation, mint_for, verify
 from tests.support import with_scripts as run
@@ -82,8 +82,8 @@ def test_admit_keeps_the_cap_and_order_and_leave_frees_the_slot(
         again = await s.admit(event_id, 10)
         assert again is not None and again.admitted == 0 and again.retry_ms == -1
 
-        assert await s.leave(event_id, sids[1]) == ("LEFT", Status.READY)
-        assert await s.leave(event_id, sids[1]) == ("ALREADY", Status.CANCELLED)
+        assert await s.leave(event_id, sids[1]) == (LeaveOutcome.LEFT, Status.READY)
+        assert await s.leave(event_id, sids[1]) == (LeaveOutcome.ALREADY, Status.CANCELLED)
         third = await s.admit(event_id, 10)
         assert third is not None and third.admitted == 1
         after = await s.status(event_id, [sids[3]])
@@ -169,10 +169,15 @@ def test_finish_is_idempotent_and_revokes_the_token(redis_url: str, event_id: st
         assert record is not None
         token = mint_for(SECRET, sid, event_id, record)
         assert (await verify(s, SECRET, token)).valid
-        assert await s.finish(event_id, queued, Status.COMPLETED, "completed") == "NOT_ADMITTED"
-        assert await s.finish(event_id, sid, Status.COMPLETED, "completed") == "DONE"
-        assert await s.finish(event_id, sid, Status.COMPLETED, "completed") == "ALREADY"
-        assert await s.finish(event_id, "unknown.ZQ", Status.FAILED, "failed") == "UNKNOWN"
+        assert (
+            await s.finish(event_id, queued, Status.COMPLETED, "completed")
+            is FinishOutcome.NOT_ADMITTED
+        )
+        assert await s.finish(event_id, sid, Status.COMPLETED, "completed") is FinishOutcome.DONE
+        done = await s.finish(event_id, sid, Status.COMPLETED, "completed")
+        assert done is FinishOutcome.ALREADY
+        unknown = await s.finish(event_id, "unknown.ZQ", Status.FAILED, "failed")
+        assert unknown is FinishOutcome.UNKNOWN
         verdict = await verify(s, SECRET, token)
         assert not verdict.valid and verdict.reason == "revoked: the session is COMPLETED"
         assert await s.redis.zcard(keys.checkout(event_id)) == 0
@@ -194,7 +199,12 @@ def test_finish_many_applies_outcomes_in_one_round_trip(redis_url: str, event_id
                 (event_id, waiting, Status.COMPLETED, "completed"),
             ]
         )
-        assert results == ["DONE", "DONE", "ALREADY", "NOT_ADMITTED"]
+        done, already, queued = (
+            FinishOutcome.DONE,
+            FinishOutcome.ALREADY,
+            FinishOutcome.NOT_ADMITTED,
+        )
+        assert results == [done, done, already, queued]
         status = await s.status(event_id, [a, b])
         assert [v.record.status for v in status.sessions if v.record] == [
             Status.COMPLETED,
@@ -252,8 +262,9 @@ def test_event_config_round_trips_and_validates(redis_url: str, event_id: str) -
         store = EventStore(s.redis, s)
         created = await store.create(EventConfig(event_id, max_concurrent=7, rate=2.5))
         assert (created.max_concurrent, created.rate, created.state) == (7, 2.5, EventState.OPEN)
-        with pytest.raises(WaitroomError, match="already exists"):
+        with pytest.raises(Refused, match="exists; use `waitroom event update`") as refused:
             await store.create(EventConfig(event_id))
+        assert not isinstance(refused.value, WaitroomError)  # no contract code (WTR003)
         updated = await store.update(event_id, checkout_ttl_seconds=60)
         assert updated.checkout_ttl_seconds == 60 and updated.max_concurrent == 7
         with pytest.raises(WaitroomError, match="rate must be above 0"):
