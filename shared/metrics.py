@@ -1,13 +1,18 @@
 """Every Prometheus metric the waitroom exports, in one catalogue.
 
 Processes import the ones they update; labels stay low-cardinality (event id, method, code,
-outcome; never a session or user id). Labelled metrics a process never touches export nothing,
-so each process's /metrics shows only its own series.
+outcome; never a session or user id). An ``event`` label only ever holds a configured event's
+id: the API labels a series only after a script found the event's records (a session created,
+left, or read for a stream), so callers cannot grow /metrics by making event ids up.
+Labelled metrics a process never touches export nothing, so each process's /metrics shows only
+its own series.
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from shared.settings import CommonSettings
 
 _WAIT_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -83,7 +88,14 @@ DEPENDENCY_ERRORS = Counter(
 )
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on ``port`` (0: off)."""
+def serve(port: int, addr: str = CommonSettings.metrics_addr) -> None:
+    """Expose /metrics on ``addr``:``port`` (port 0: off).
+
+    Callers pass ``common.metrics_port, common.metrics_addr`` (WAITROOM_METRICS_PORT and
+    WAITROOM_METRICS_ADDR); the default is that setting's default.
+
+    Raises:
+        OSError: the address cannot be bound (port in use, address not on this host).
+    """
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=addr.strip())
