@@ -147,14 +147,15 @@ class ApiSettings:
     grace_seconds: float = setting(
         "WAITROOM_API_GRACE_SECONDS", 10.0, "Drain time on SIGTERM (s).", minimum=0
     )
+    # The defaults are the old service's, so the gateway and the shop need no change.
     checkout_url: str = setting(
         "WAITROOM_CHECKOUT_URL",
-        "https://tickets.example.com/checkout/{event_id}?session_id={session_id}",
+        "/checkout",
         "Checkout URL template; {event_id} and {session_id} are filled in.",
     )
     websocket_url: str = setting(
         "WAITROOM_WEBSOCKET_URL",
-        "",
+        "/api/v1/waitroom/stream/{session_id}",
         "Position stream URL template returned by JoinQueue ({event_id}, {session_id}).",
     )
     stream_poll_seconds: float = setting(
