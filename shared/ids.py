@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import secrets
+import unicodedata
 
 from shared.errors import Code, WaitroomError
 
@@ -21,16 +22,56 @@ _RANDOM_PART = 22  # 16 bytes, base64url without padding
 MAX_SESSION_ID_LENGTH = _RANDOM_PART + 1 + 20 + 1 + -(-4 * MAX_ID_LENGTH * 4 // 3)
 
 
+#: Unicode categories no id or free-text field may hold: controls (Cc), formats (Cf: zero-width
+#: characters, the BOM, bidirectional overrides that reorder what a log or a screen shows),
+#: surrogates (Cs) and line and paragraph separators (Zl, Zp). Private-use (Co) and unassigned
+#: (Cn) code points stay allowed: which code points are unassigned depends on the Unicode
+#: version of the Python that runs, so refusing them would make an id valid on one release and
+#: invalid on the next.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+#: Categories of characters that show something: an id needs at least one of them.
+_VISIBLE_CATEGORIES = frozenset("LNPS")
+
+
+def refused_character(value: str) -> str | None:
+    """Describe the first character of ``value`` no request field may hold, or None.
+
+    Refused: the categories above, and every space separator (Zs) but the plain space, since
+    no-break, ideographic and zero-width-looking spaces make two different ids look the same.
+    """
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category in _REFUSED_CATEGORIES or (category == "Zs" and ch != " "):
+            kind = "a control character" if category == "Cc" else "an invisible character"
+            return f"{kind} (U+{ord(ch):04X}, {category})"
+    return None
+
+
+def check_characters(name: str, value: str) -> str:
+    """Return ``value``, or raise WTR007 naming the field and its first refused character."""
+    refused = refused_character(value)
+    if refused is not None:
+        raise WaitroomError(Code.INVALID_INPUT, f"{name} contains {refused}")
+    return value
+
+
 def validate_id(name: str, value: str) -> str:
-    """Return ``value`` if it is a usable id, else raise INVALID_ARGUMENT naming the field."""
+    """Return ``value`` if it is a usable id, else raise INVALID_ARGUMENT naming the field.
+
+    A usable id is 1 to 128 characters, holds no refused character (``refused_character``),
+    and shows something: at least one letter, number, punctuation mark or symbol, so an id of
+    spaces or combining marks alone cannot pose as another user's.
+    """
     if not value:
         raise WaitroomError(Code.INVALID_INPUT, f"{name} is required")
     if len(value) > MAX_ID_LENGTH:
         raise WaitroomError(
             Code.INVALID_INPUT, f"{name} is {len(value)} characters; at most {MAX_ID_LENGTH}"
         )
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise WaitroomError(Code.INVALID_INPUT, f"{name} contains a control character")
+    check_characters(name, value)
+    if not any(unicodedata.category(ch)[0] in _VISIBLE_CATEGORIES for ch in value):
+        raise WaitroomError(Code.INVALID_INPUT, f"{name} has no visible character")
     return value
 
 

@@ -1,8 +1,11 @@
 """Every Prometheus metric the waitroom exports, in one catalogue.
 
 Processes import the ones they update; labels stay low-cardinality (event id, method, code,
-outcome; never a session or user id). Labelled metrics a process never touches export nothing,
-so each process's /metrics shows only its own series.
+outcome; never a session or user id). An ``event`` label only ever holds a configured event's
+id: the API labels a series only after a script found the event's records (a session created,
+left, or read for a stream), so callers cannot grow /metrics by making event ids up.
+Labelled metrics a process never touches export nothing, so each process's /metrics shows only
+its own series.
 """
 
 from __future__ import annotations
@@ -91,7 +94,12 @@ INTERNAL_ERRORS = Counter(
 )
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on ``port`` (0: off)."""
+def serve(port: int, addr: str) -> None:
+    """Expose /metrics on ``addr``:``port`` (port 0: off): WAITROOM_METRICS_ADDR and
+    WAITROOM_METRICS_PORT.
+
+    Raises:
+        OSError: the address cannot be bound (port in use, address not on this host).
+    """
     if port:
-        start_http_server(port)
+        start_http_server(port, addr=addr.strip())

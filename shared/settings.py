@@ -8,6 +8,7 @@ value stops the process at start-up with a message that names the variable.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -86,7 +87,24 @@ class CommonSettings:
     metrics_port: int = setting(
         "WAITROOM_METRICS_PORT", 0, "Port for Prometheus /metrics; 0 turns it off.", minimum=0
     )
+    # Every interface by default: /metrics is only on when a port is chosen, and then it is for
+    # a scraper on another host or pod (Kubernetes scrapes the pod IP, a supervisor host is
+    # scraped remotely); a loopback default would silently stop those scrapes.
+    metrics_addr: str = setting(
+        "WAITROOM_METRICS_ADDR",
+        "0.0.0.0",
+        "Address /metrics listens on (IPv4 or IPv6); 127.0.0.1 keeps it on this host.",
+    )
     log_level: str = setting("WAITROOM_LOG_LEVEL", "INFO", "Python logging level.")
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.metrics_addr.strip())
+        except ValueError:
+            raise SettingsError(
+                f"WAITROOM_METRICS_ADDR={self.metrics_addr!r} is not an IP address "
+                "(e.g. 0.0.0.0, 127.0.0.1, ::)"
+            ) from None
 
     @property
     def kafka_enabled(self) -> bool:
@@ -129,14 +147,15 @@ class ApiSettings:
     grace_seconds: float = setting(
         "WAITROOM_API_GRACE_SECONDS", 10.0, "Drain time on SIGTERM (s).", minimum=0
     )
+    # The defaults are the old service's, so the gateway and the shop need no change.
     checkout_url: str = setting(
         "WAITROOM_CHECKOUT_URL",
-        "https://tickets.example.com/checkout/{event_id}?session_id={session_id}",
+        "/checkout",
         "Checkout URL template; {event_id} and {session_id} are filled in.",
     )
     websocket_url: str = setting(
         "WAITROOM_WEBSOCKET_URL",
-        "",
+        "/api/v1/waitroom/stream/{session_id}",
         "Position stream URL template returned by JoinQueue ({event_id}, {session_id}).",
     )
     stream_poll_seconds: float = setting(

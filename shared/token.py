@@ -115,27 +115,60 @@ def verify_signature(secret: str, token: str, *, leeway: float = 0) -> Verdict:
     return Verdict(True, "valid", claims)
 
 
+#: The JWT claim that carries each ``TokenClaims`` field, to name the ones that differ.
+_CLAIM_NAMES = {
+    "session_id": "session_id",
+    "user_id": "user_id",
+    "event_id": "event_id",
+    "issued_at": "iat",
+    "expires_at": "exp",
+}
+
+
 def check_revocation(verdict: Verdict, record: SessionRecord | None) -> Verdict:
     """Combine a signature verdict with the session's current record.
 
     A token is revoked when its session is no longer admitted (left, completed, failed,
-    expired) or was admitted again under different terms.
+    expired) or was admitted again under different terms; it is forged when it is signed with
+    the right secret but any claim differs from the one minted for this admission (another
+    ``user_id``, a later ``exp``): only a holder of the secret could have made it.
     """
     if not verdict.valid or verdict.claims is None:
         return verdict
+    claims = verdict.claims
     if record is None:
-        return Verdict(False, "revoked: the session no longer exists", verdict.claims)
+        return Verdict(False, "revoked: the session no longer exists", claims)
     if record.status is not Status.READY:
-        return Verdict(False, f"revoked: the session is {record.status.name}", verdict.claims)
-    if record.admitted_ms // 1000 != verdict.claims.issued_at:
-        return Verdict(False, "revoked: issued for an earlier admission", verdict.claims)
+        return Verdict(False, f"revoked: the session is {record.status.name}", claims)
+    if record.admitted_ms // 1000 != claims.issued_at:
+        return Verdict(False, "revoked: issued for an earlier admission", claims)
+    issued = claims_for(claims.session_id, claims.event_id, record)
+    differing = [
+        claim
+        for name, claim in _CLAIM_NAMES.items()
+        if getattr(issued, name) != getattr(claims, name)
+    ]
+    if differing:
+        return Verdict(
+            False, f"forged: {', '.join(differing)} differ from the session's admission", claims
+        )
     return verdict
 
 
 async def verify(scripts: Scripts, secret: str, token: str) -> Verdict:
-    """Full check: signature, expiry, claims, and that the session still holds its slot."""
+    """Full check: signature, expiry, claims, and that the session still holds its slot.
+
+    Last, the token must be byte for byte the one ``mint`` makes for this admission, so even
+    claims ``TokenClaims`` does not carry (``jti``, ``iss``, any added claim) are compared.
+    """
     verdict = verify_signature(secret, token)
     if not verdict.valid or verdict.claims is None:
         return verdict
-    result = await scripts.status(verdict.claims.event_id, [verdict.claims.session_id])
-    return check_revocation(verdict, result.sessions[0].record)
+    claims = verdict.claims
+    result = await scripts.status(claims.event_id, [claims.session_id])
+    record = result.sessions[0].record
+    verdict = check_revocation(verdict, record)
+    minted = mint_for(secret, claims.session_id, claims.event_id, record) if record else ""
+    if verdict.valid and token != minted:
+        return Verdict(False, "forged: its claims differ from the session's admission", claims)
+    return verdict

@@ -38,7 +38,7 @@ def admitter(ctx: click.Context) -> None:
     # kafka-python logs every failed reconnect; the relay logs an outage once, start and end.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
-        metrics.serve(common.metrics_port)
+        metrics.serve(common.metrics_port, common.metrics_addr)
     except OSError as exc:
         port = common.metrics_port
         fail(f"WAITROOM_METRICS_PORT={port}: cannot serve metrics: {exc}", RET_SETTINGS)

@@ -41,7 +41,12 @@ def api() -> None:
         fail(str(exc), RET_SETTINGS)
         return
     configure_logging(common.log_level)
-    metrics.serve(common.metrics_port)
+    try:
+        metrics.serve(common.metrics_port, common.metrics_addr)
+    except OSError as exc:
+        where = f"{common.metrics_addr}:{common.metrics_port}"
+        fail(f"cannot serve metrics on {where}: {exc}", RET_SETTINGS)
+        return
     try:
         run_process(serve(common, api_settings, on_started=_announce))
     except RuntimeError as exc:

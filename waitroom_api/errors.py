@@ -2,12 +2,15 @@
 
 A ``WaitroomError`` becomes the status of its kind with ``WTR0xx - text`` as details; a Redis
 outage (``shared.backoff.is_transient``) becomes UNAVAILABLE (callers may retry); anything else,
-a script error included, is a bug: logged with its traceback, counted, and INTERNAL.
+a script error included, is a bug: logged with its traceback, counted, and INTERNAL. The
+free-text fields of a join (user agent, IP address) are checked here too; ids are checked by
+``shared.ids``.
 """
 
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -17,6 +20,7 @@ from grpc import aio
 
 from shared.backoff import Outage, bug, is_transient
 from shared.errors import Code, ErrorKind, WaitroomError
+from shared.ids import check_characters
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +34,36 @@ STATUS_OF_KIND = {
 
 REDIS_DOWN_TEXT = "the waiting room's store (Redis) is unreachable; try again shortly"
 
-MAX_TEXT_LENGTH = 1024
+#: The longest user agent kept; longer ones are cut, as the old service did, not refused:
+#: a browser's user agent is not the caller's mistake.
+MAX_USER_AGENT_LENGTH = 1024
 
 
-def validate_text(name: str, value: str) -> str:
-    """A free-text request field (user agent, IP): at most 1024 characters, no control chars."""
-    if len(value) > MAX_TEXT_LENGTH:
+def validate_user_agent(value: str) -> str:
+    """The user agent cut to ``MAX_USER_AGENT_LENGTH``; WTR007 if it holds a character no
+    HTTP header can carry (see ``shared.ids.refused_character``)."""
+    return check_characters("user_agent", value[:MAX_USER_AGENT_LENGTH])
+
+
+def validate_ip(value: str) -> str:
+    """The caller's IPv4 or IPv6 address in its canonical form; empty stays empty (the gateway
+    may not know it); WTR007 if it is not an address.
+
+    A zone index (``fe80::1%eth0``) is refused: it names an interface of the gateway's own
+    host, never a browser's address, and ``ipaddress`` accepts any text after the ``%``.
+    """
+    if not value:
+        return ""
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        address = None
+    if address is None or (isinstance(address, ipaddress.IPv6Address) and address.scope_id):
+        shown = value[:64].encode("unicode_escape").decode("ascii")
         raise WaitroomError(
-            Code.INVALID_INPUT, f"{name} is {len(value)} characters; at most {MAX_TEXT_LENGTH}"
+            Code.INVALID_INPUT, f"ip_address {shown!r} is not an IPv4 or IPv6 address"
         )
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise WaitroomError(Code.INVALID_INPUT, f"{name} contains a control character")
-    return value
+    return str(address)
 
 
 class HasOutage(Protocol):

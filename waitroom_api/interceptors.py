@@ -1,20 +1,67 @@
-"""A server interceptor recording ``waitroom_rpc_duration_seconds`` by method and status code.
+"""A server interceptor that times every call and turns undecodable requests into WTR007.
 
-Unary calls are timed to their response; streams to their first message (or to their end,
-when they fail before sending one), since an open stream's lifetime says nothing about speed.
+Timing: ``waitroom_rpc_duration_seconds`` by method and status code. Unary calls are timed to
+their response; streams to their first message (or to their end, when they fail before sending
+one), since an open stream's lifetime says nothing about speed.
+
+Undecodable requests: grpc.aio decodes a request before it calls the handler, outside every
+interceptor, and a ``DecodeError`` there reaches grpc's own exception handler, which logs a
+full traceback at ERROR and answers UNKNOWN with the exception's text (read in grpc's
+``_cygrpc/aio/server.pyx.pxi``: ``_handle_unary_unary_rpc`` calls ``deserialize`` and only
+``_handle_exceptions`` catches what it raises). So each handler is re-registered with a
+deserializer that never raises: a request it cannot decode becomes an ``Undecodable`` marker,
+which the wrapped handler answers with INVALID_ARGUMENT and one WARNING line, timed like any
+other call.
 """
 
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
 
 from shared import metrics
+from shared.errors import Code, WaitroomError
+
+log = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What a request that is not a valid message of its method decodes to."""
+
+    error: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """``deserializer``, returning ``Undecodable`` instead of raising."""
+    if deserializer is None:
+        return None
+    decode = deserializer
+
+    def tolerant(raw: bytes) -> Any:
+        try:
+            return decode(raw)
+        except Exception as exc:  # whatever the parser raises, the bytes were the caller's
+            return Undecodable(f"{type(exc).__name__}: {exc}")
+
+    return tolerant
+
+
+async def _refuse(method: str, request: Undecodable, context: Context) -> NoReturn:
+    """End the call with WTR007; one log line, as for any other invalid input."""
+    log.warning("refused an undecodable %s request from %s: %s", method, context.peer(), request)
+    refusal = WaitroomError(Code.INVALID_INPUT, f"the request is not a valid {method} message")
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal.message)
+    raise AssertionError("context.abort returned")  # abort always raises; for the type checker
 
 
 def _code_name(context: aio.ServicerContext[Any, Any], failed: BaseException | None) -> str:
@@ -43,6 +90,8 @@ def _time_unary(method: str, behavior: Callable[..., Awaitable[Any]]) -> Callabl
     async def timed(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
         started = time.perf_counter()
         try:
+            if isinstance(request, Undecodable):
+                await _refuse(method, request, context)
             response = await behavior(request, context)
         except BaseException as exc:
             _observe(method, started, context, exc)
@@ -58,6 +107,8 @@ def _time_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
         started = time.perf_counter()
         observed = False
         try:
+            if isinstance(request, Undecodable):
+                await _refuse(method, request, context)
             async for item in behavior(request, context):
                 if not observed:
                     observed = True
@@ -73,8 +124,45 @@ def _time_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
     return timed
 
 
+def _guard_writer(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """A stream handler that writes through the context (the health Watch): refusals are timed,
+    its other calls are not (they last as long as the client watches)."""
+
+    async def guarded(request: Any, context: Context) -> None:
+        if isinstance(request, Undecodable):
+            started = time.perf_counter()
+            try:
+                await _refuse(method, request, context)
+            except BaseException as exc:
+                _observe(method, started, context, exc)
+                raise
+        await behavior(request, context)
+
+    return guarded
+
+
+async def _checked(
+    method: str, requests: AsyncIterator[Any], context: Context
+) -> AsyncIterator[Any]:
+    async for request in requests:
+        if isinstance(request, Undecodable):
+            await _refuse(method, request, context)
+        yield request
+
+
+def _guard_request_stream(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """A request-streaming handler (server reflection) that never sees an undecodable request."""
+
+    async def guarded(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+        async for response in behavior(_checked(method, requests, context), context):
+            yield response
+
+    return guarded
+
+
 class MetricsInterceptor(aio.ServerInterceptor):
-    """Wraps the handlers of unary-request RPCs (ours and the health service's) with timing."""
+    """Wraps every handler: timing for unary-request RPCs (ours and the health service's), and
+    a WTR007 answer for undecodable requests to any of them."""
 
     async def intercept_service(
         self,
@@ -84,21 +172,33 @@ class MetricsInterceptor(aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.request_streaming:
+        if handler is None:
             return handler
         method = handler_call_details.method
+        decode = _tolerant(handler.request_deserializer)
+        encode = handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 _time_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                request_deserializer=decode,
+                response_serializer=encode,
             )
-        behavior = handler.unary_stream
-        # Async-generator handlers yield; others (the health Watch) write via the context.
-        if behavior is not None and inspect.isasyncgenfunction(behavior):
+        if handler.unary_stream is not None:
+            behavior = handler.unary_stream
+            # Async-generator handlers yield; others (the health Watch) write via the context.
+            wrapped = (
+                _time_stream(method, behavior)
+                if inspect.isasyncgenfunction(behavior)
+                else _guard_writer(method, behavior)
+            )
             return grpc.unary_stream_rpc_method_handler(
-                _time_stream(method, behavior),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                wrapped, request_deserializer=decode, response_serializer=encode
             )
+        if handler.stream_stream is not None and inspect.isasyncgenfunction(handler.stream_stream):
+            return grpc.stream_stream_rpc_method_handler(
+                _guard_request_stream(method, handler.stream_stream),
+                request_deserializer=decode,
+                response_serializer=encode,
+            )
+        # No such handler is registered; were one added, it keeps grpc's own decoding.
         return handler

@@ -22,7 +22,7 @@ from shared.scripts import LeaveOutcome, Scripts
 from shared.sessions import Status
 from shared.settings import CommonSettings
 from shared.timefmt import format_ms
-from waitroom_api.errors import streaming, unary, validate_text
+from waitroom_api.errors import streaming, unary, validate_ip, validate_user_agent
 from waitroom_api.health import SERVICE_NAME, HealthProbe, package_version
 from waitroom_api.render import Renderer, session_state
 from waitroom_api.watcher import Fanout, Stream
@@ -61,10 +61,12 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     ) -> pb.JoinQueueResponse:
         user_id = validate_id("user_id", request.user_id)
         event_id = validate_id("event_id", request.event_id)
-        # Checked so junk is refused early; the gateway sends them, the waitroom stores neither.
-        validate_text("user_agent", request.user_agent)
-        validate_text("ip_address", request.ip_address)
+        # Checked so junk is refused before any script runs (a long user agent is cut, not
+        # refused); the join script's record has no place for either yet.
+        validate_user_agent(request.user_agent)
+        validate_ip(request.ip_address)
         joined = await self.scripts.join(event_id, user_id)
+        # Only a configured event can create a session, so made-up ids never get a series.
         if joined.created:
             metrics.JOINS.labels(event_id).inc()
         return pb.JoinQueueResponse(

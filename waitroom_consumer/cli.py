@@ -56,7 +56,7 @@ def consumer(ctx: click.Context) -> None:
     common, tuning, consumer_settings = _settings()
     configure_logging(common.log_level)
     throttle_kafka_logs()
-    metrics.serve(common.metrics_port)
+    metrics.serve(common.metrics_port, common.metrics_addr)
     sys.exit(run_process(Consumer(common, tuning, consumer_settings).run()))
 
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,6 +98,14 @@ def launch(env: dict[str, str], log_path: Path, *, command: list[str] | None = N
         api.stop()
         raise AssertionError(f"the API did not start:\n{api.log()}") from None
     return api
+
+
+def scrape(api: ApiProcess, host: str = "127.0.0.1") -> str:
+    """The text of ``api``'s /metrics."""
+    url = f"http://{host}:{api.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text: str = response.read().decode()
+    return text
 
 
 def make_event(redis_url: str, event_id: str, **settings: Any) -> EventConfig:

@@ -88,8 +88,17 @@ def test_full_queue_is_resource_exhausted_wtr005(stub: WaitroomServiceStub, redi
         ({"event_id": "e" * 129}, "event_id is 129 characters"),
         ({"user_id": "bad\nid"}, "user_id contains a control character"),
         ({"event_id": "concert\x001"}, "event_id contains a control character"),
-        ({"user_agent": "a" * 1025}, "user_agent is 1025 characters"),
-        ({"ip_address": "1.2.3.4\r\n"}, "ip_address contains a control character"),
+        ({"user_id": "\u200b\u200b"}, "user_id contains an invisible character (U+200B, Cf)"),
+        ({"user_id": "user1\u202e"}, "user_id contains an invisible character (U+202E, Cf)"),
+        ({"user_id": "\ufeffuser1"}, "user_id contains an invisible character (U+FEFF, Cf)"),
+        ({"user_id": "a\u2028b"}, "user_id contains an invisible character (U+2028, Zl)"),
+        ({"user_id": "user\u00a01"}, "user_id contains an invisible character (U+00A0, Zs)"),
+        ({"user_id": "   "}, "user_id has no visible character"),
+        ({"user_agent": "Mozilla\u200d/5.0"}, "user_agent contains an invisible character"),
+        ({"ip_address": "1.2.3.4\r\n"}, "is not an IPv4 or IPv6 address"),
+        ({"ip_address": "203.0.113.300"}, "is not an IPv4 or IPv6 address"),
+        ({"ip_address": "fe80::1%eth0"}, "is not an IPv4 or IPv6 address"),
+        ({"ip_address": "localhost"}, "ip_address 'localhost' is not an IPv4 or IPv6 address"),
     ],
 )
 def test_bad_input_is_invalid_argument_and_writes_nothing(
@@ -116,6 +125,24 @@ def test_the_longest_valid_ids_are_accepted(stub: WaitroomServiceStub, redis_url
     joined = join(stub, "u" * 128, event, user_agent="a" * 1024)
     assert joined.position == 1
     assert event_of_session(joined.session_id) == event
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # A browser's user agent beyond 1024 characters is cut, not refused (as before).
+        {"user_agent": "Mozilla/5.0 " + "x" * 5000},
+        {"user_agent": "Mozilla/5.0 (X11; Linux x86_64)", "ip_address": "2001:db8::7"},
+        {"ip_address": "::ffff:203.0.113.9"},
+        {"ip_address": "203.0.113.9"},
+        {"ip_address": ""},
+    ],
+)
+def test_browsers_of_every_kind_can_join(
+    stub: WaitroomServiceStub, redis_url: str, extra: dict[str, str]
+) -> None:
+    make_event(redis_url, "concert1")
+    assert join(stub, "user1", "concert1", **extra).position == 1
 
 
 def test_the_outbox_records_exactly_the_joins_and_leaves(

@@ -1,4 +1,4 @@
-"""Pure pieces of the API: URL templates, free-text validation, a session's visible state."""
+"""Pure pieces of the API: URL templates, user agent and IP checks, a session's visible state."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from shared.errors import WaitroomError
 from shared.scripts import SessionView
 from shared.sessions import SessionRecord, Status
-from waitroom_api.errors import validate_text
+from shared.settings import ApiSettings, load
+from waitroom_api.errors import MAX_USER_AGENT_LENGTH, validate_ip, validate_user_agent
 from waitroom_api.render import Renderer, fill_url, session_state
 from waitroom_api.watcher import Stream
 
@@ -24,15 +25,50 @@ def test_urls_are_filled_and_escaped() -> None:
     assert fill_url("", "e", "s") == ""
 
 
-@pytest.mark.parametrize("value", ["", "Mozilla/5.0 (X11; Linux)", "2001:db8::1", "é" * 1024])
-def test_free_text_within_limits_is_accepted(value: str) -> None:
-    assert validate_text("user_agent", value) == value
+def test_the_default_urls_are_the_old_services() -> None:
+    api = load(ApiSettings, {})
+    renderer = Renderer("s" * 32, api.checkout_url, api.websocket_url)
+    assert renderer.websocket("concert 1", "n.1.x") == "/api/v1/waitroom/stream/n.1.x"
+    assert fill_url(api.checkout_url, "concert 1", "n.1.x") == "/checkout"
 
 
-@pytest.mark.parametrize("value", ["a" * 1025, "tab\there", "del\x7f", "nul\x00"])
-def test_free_text_beyond_limits_is_refused(value: str) -> None:
-    with pytest.raises(WaitroomError, match="WTR007 - user_agent"):
-        validate_text("user_agent", value)
+@pytest.mark.parametrize("value", ["", "Mozilla/5.0 (X11; Linux)", "é" * 1024])
+def test_a_user_agent_within_limits_is_kept_whole(value: str) -> None:
+    assert validate_user_agent(value) == value
+
+
+def test_a_long_user_agent_is_cut_not_refused() -> None:
+    assert validate_user_agent("a" * 5000) == "a" * MAX_USER_AGENT_LENGTH
+    # What lies past the cut is dropped unread, control characters included.
+    assert validate_user_agent("a" * MAX_USER_AGENT_LENGTH + "\n") == "a" * MAX_USER_AGENT_LENGTH
+
+
+@pytest.mark.parametrize("value", ["tab\there", "del\x7f", "nul\x00", "rtl\u202e", "zw\u200b"])
+def test_a_user_agent_with_hidden_characters_is_refused(value: str) -> None:
+    with pytest.raises(WaitroomError, match="WTR007 - user_agent contains"):
+        validate_user_agent(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        ("", ""),
+        ("203.0.113.9", "203.0.113.9"),
+        ("2001:DB8:0:0:0:0:0:7", "2001:db8::7"),
+        ("::1", "::1"),
+        ("::ffff:203.0.113.9", "::ffff:cb00:7109"),
+    ],
+)
+def test_ip_addresses_of_both_families_are_accepted(value: str, canonical: str) -> None:
+    assert validate_ip(value) == canonical
+
+
+@pytest.mark.parametrize(
+    "value", ["1.2.3", "01.2.3.4", "1.2.3.4 ", "2001:db8::g", "fe80::1%eth0", "x" * 5000]
+)
+def test_anything_else_as_ip_address_is_refused(value: str) -> None:
+    with pytest.raises(WaitroomError, match=r"WTR007 - ip_address .* is not an IPv4 or IPv6"):
+        validate_ip(value)
 
 
 def test_a_queued_session_past_its_lifetime_shows_as_expired() -> None:

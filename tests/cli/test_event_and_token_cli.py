@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 
+import jwt
 import pytest
 from click.testing import CliRunner, Result
 from redis.asyncio import Redis
@@ -115,3 +116,43 @@ def test_token_verify_says_valid_then_revoked(
     assert invoke("token", "verify", token, "--offline").exit_code == 0
     forged = invoke("token", "verify", token, WAITROOM_JWT_SECRET="another-secret-" + "x" * 20)
     assert forged.exit_code == RET_INVALID and "bad signature" in forged.output
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"user_id": "user2"}, "forged: user_id differ"),
+        ({"exp": 1}, "forged: exp differ"),  # added to the real exp: a later deadline
+        ({"event_id": "other-event"}, "revoked: the session no longer exists"),
+        ({"iss": "someone-else"}, "forged: its claims differ"),
+        ({"role": "admin"}, "forged: its claims differ"),
+    ],
+)
+def test_token_verify_refuses_a_token_re_signed_with_other_claims(
+    invoke: Invoke, redis_url: str, event_id: str, change: dict[str, object], named: str
+) -> None:
+    """Someone holding the secret re-signs a real token with one claim changed: offline it
+    passes (the signature is right), online it must not."""
+    assert invoke("event", "create", event_id, "--max-concurrent", "1").exit_code == 0
+
+    async def admit_one() -> str:
+        redis = Redis.from_url(redis_url)
+        scripts = Scripts(redis)
+        sid = (await scripts.join(event_id, "user1")).session_id
+        await scripts.admit(event_id, 10)
+        record = (await scripts.status(event_id, [sid])).sessions[0].record
+        assert record is not None
+        await redis.aclose()
+        return mint_for(JWT_SECRET, sid, event_id, record)
+
+    real = asyncio.run(admit_one())
+    assert invoke("token", "verify", real).exit_code == 0
+    claims = jwt.decode(real, JWT_SECRET, algorithms=["HS256"])
+    for name, value in change.items():
+        claims[name] = claims[name] + value if name == "exp" else value
+    forged = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+    assert invoke("token", "verify", forged, "--offline").exit_code == 0
+    result = invoke("token", "verify", forged)
+    assert result.exit_code == RET_INVALID, result.output
+    assert f"INVALID: {named}" in result.output

@@ -446,3 +446,44 @@ def test_service_monitor_scrapes_every_process(objects: list[dict[str, Any]]) ->
         container = _container(template)
         port = next(p["containerPort"] for p in container["ports"] if p["name"] == "metrics")
         assert _env(container)["WAITROOM_METRICS_PORT"]["value"] == str(port), name
+
+
+def _policies_of(objects: list[dict[str, Any]], labels: dict[str, str]) -> list[dict[str, Any]]:
+    return [
+        policy
+        for policy in by_kind(objects, "NetworkPolicy").values()
+        if _matches(policy["spec"]["podSelector"]["matchLabels"], labels)
+    ]
+
+
+def _is_gateway(peer: dict[str, Any]) -> bool:
+    pods = peer.get("podSelector", {}).get("matchLabels", {})
+    return pods == {"app.kubernetes.io/name": "ticketbottle-gateway"}
+
+
+def _is_monitoring(peer: dict[str, Any]) -> bool:
+    namespaces = peer.get("namespaceSelector", {}).get("matchLabels", {})
+    return namespaces == {"kubernetes.io/metadata.name": "monitoring"} and "podSelector" not in peer
+
+
+def test_only_the_gateway_reaches_the_api_and_only_monitoring_the_metrics(
+    objects: list[dict[str, Any]],
+) -> None:
+    """The API trusts the user_id it is sent, so its port must be the gateway's alone."""
+    for name, template in _pod_specs(objects).items():
+        policies = _policies_of(objects, template["metadata"]["labels"])
+        assert policies, f"{name}: no NetworkPolicy selects it, so anyone may connect"
+        container_ports = {port["name"] for port in _container(template)["ports"]}
+        allowed: dict[str, list[dict[str, Any]]] = {}
+        for policy in policies:
+            assert policy["spec"]["policyTypes"] == ["Ingress"], policy["metadata"]["name"]
+            for rule in policy["spec"]["ingress"]:
+                assert rule.get("from"), f"{policy['metadata']['name']}: a rule open to all"
+                for port in rule["ports"]:
+                    assert port["port"] in container_ports, f"{name} has no port {port['port']}"
+                    allowed.setdefault(port["port"], []).extend(rule["from"])
+        expected = {"grpc", "metrics"} if name == "waitroom-api" else {"metrics"}
+        assert set(allowed) == expected, name
+        assert all(_is_monitoring(peer) for peer in allowed["metrics"]), name
+        if name == "waitroom-api":
+            assert all(_is_gateway(peer) for peer in allowed["grpc"])

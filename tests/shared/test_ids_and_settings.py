@@ -1,8 +1,17 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared import keys
 from shared.errors import Code, WaitroomError
-from shared.ids import event_of_session, event_suffix, new_nonce, ticket_of_session, validate_id
+from shared.ids import (
+    event_of_session,
+    event_suffix,
+    new_nonce,
+    refused_character,
+    ticket_of_session,
+    validate_id,
+)
 from shared.settings import AdmitterSettings, ApiSettings, CommonSettings, SettingsError, load
 
 
@@ -42,13 +51,68 @@ def test_malformed_session_ids_are_not_found(bad: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "fragment"),
-    [("", "required"), ("x" * 129, "at most 128"), ("a\nb", "control"), ("a\x00", "control")],
+    [
+        ("", "required"),
+        ("x" * 129, "at most 128"),
+        ("a\nb", "control"),
+        ("a\x00", "control"),
+        ("\u200b", "invisible character (U+200B, Cf)"),
+        ("admin\u202e", "invisible character (U+202E, Cf)"),
+        ("\ufeff", "invisible character (U+FEFF, Cf)"),
+        ("a\u2029", "invisible character (U+2029, Zp)"),
+        ("\u3000x", "invisible character (U+3000, Zs)"),
+        (" ", "no visible character"),
+        ("\u0301\ufe0f", "no visible character"),
+    ],
 )
 def test_invalid_ids_are_refused_with_a_clear_message(value: str, fragment: str) -> None:
     with pytest.raises(WaitroomError) as err:
         validate_id("user_id", value)
     assert err.value.code.prefix == "WTR007"
     assert "user_id" in err.value.message and fragment in err.value.message
+
+
+REFUSED_CATEGORIES = ["Cc", "Cf", "Cs", "Zl", "Zp"]
+ALLOWED_CATEGORIES = [
+    *("Lu", "Ll", "Lt", "Lm", "Lo", "Mn", "Mc", "Me", "Nd", "Nl", "No"),
+    *("Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "Co", "Cn"),
+]
+
+
+@pytest.mark.parametrize("category", [*REFUSED_CATEGORIES, "Zs"])
+@settings(max_examples=50)
+@given(data=st.data())
+def test_ids_holding_a_refused_character_are_refused_wherever_it_is(
+    category: str, data: st.DataObject
+) -> None:
+    chars = st.characters(categories=[category], exclude_characters=[" "])
+    bad = data.draw(chars)
+    before, after = data.draw(st.text(max_size=20)), data.draw(st.text(max_size=20))
+    with pytest.raises(WaitroomError) as err:
+        validate_id("user_id", before + bad + after)
+    assert err.value.code is Code.INVALID_INPUT
+
+
+@pytest.mark.parametrize("category", ALLOWED_CATEGORIES)
+@settings(max_examples=50)
+@given(data=st.data())
+def test_every_other_character_is_allowed_next_to_a_visible_one(
+    category: str, data: st.DataObject
+) -> None:
+    ch = data.draw(st.characters(categories=[category]))
+    assert validate_id("user_id", f"u{ch} 1") == f"u{ch} 1"
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_an_id_or_a_clear_wtr007(value: str) -> None:
+    try:
+        accepted = validate_id("user_id", value)
+    except WaitroomError as err:
+        assert err.code is Code.INVALID_INPUT
+        assert err.message.startswith("WTR007 - user_id ")
+        return
+    assert accepted == value and 0 < len(value) <= 128
+    assert refused_character(value) is None
 
 
 def test_every_event_key_shares_the_event_hash_tag() -> None:
@@ -88,3 +152,18 @@ def test_the_jwt_secret_is_required_and_not_trivial() -> None:
     secret = "s" * 32
     assert load(CommonSettings, {"WAITROOM_JWT_SECRET": secret}).require_secret() == secret
     assert load(CommonSettings, {"WAITROOM_KAFKA_BOOTSTRAP_SERVERS": ""}).kafka_enabled is False
+
+
+def test_the_metrics_address_is_an_ip_address_named_on_error() -> None:
+    assert load(CommonSettings, {}).metrics_addr == "0.0.0.0"
+    assert load(CommonSettings, {"WAITROOM_METRICS_ADDR": "::1"}).metrics_addr == "::1"
+    with pytest.raises(SettingsError, match="WAITROOM_METRICS_ADDR='metrics"):
+        load(CommonSettings, {"WAITROOM_METRICS_ADDR": "metrics.local"})
+
+
+def test_the_urls_default_to_the_old_services() -> None:
+    api = load(ApiSettings, {})
+    assert api.checkout_url == "/checkout"
+    assert api.websocket_url == "/api/v1/waitroom/stream/{session_id}"
+    custom = load(ApiSettings, {"WAITROOM_CHECKOUT_URL": "https://shop.test/c/{session_id}"})
+    assert custom.checkout_url == "https://shop.test/c/{session_id}"
