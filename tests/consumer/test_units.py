@@ -46,7 +46,7 @@ def test_a_batch_is_sorted_into_finishes_unknown_sessions_and_dead_letters_in_or
     ]
     assert [f.outcome.status for f in plan.finishes] == [Status.COMPLETED, Status.FAILED]
     assert [f.outcome.word for f in plan.finishes] == ["completed", "failed"]
-    assert [o.word for o in plan.unknown] == ["completed"]
+    assert [(k.outcome.word, k.result) for k in plan.skipped] == [("completed", "not_ours")]
     assert [(d.message.offset, d.reason.split(":")[0]) for d in plan.dead] == [
         (1, "not JSON"),
         (4, "message is 70000 bytes; at most 65536"),
