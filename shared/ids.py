@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 import unicodedata
 
@@ -17,6 +18,8 @@ from shared.errors import Code, WaitroomError
 
 MAX_ID_LENGTH = 128
 _RANDOM_PART = 22  # 16 bytes, base64url without padding
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+")
+_DIGITS = re.compile(r"[0-9]{1,20}")
 # nonce . ticket (at most 20 digits) . base64url of an event id of 128 characters of up to 4
 # UTF-8 bytes each.
 MAX_SESSION_ID_LENGTH = _RANDOM_PART + 1 + 20 + 1 + -(-4 * MAX_ID_LENGTH * 4 // 3)
@@ -101,7 +104,13 @@ def event_of_session(session_id: str) -> str:
     if len(session_id) > MAX_SESSION_ID_LENGTH:
         raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
     parts = session_id.split(".")
-    if len(parts) != 3 or len(parts[0]) != _RANDOM_PART or not parts[1].isdigit():
+    nonce, ticket = parts[0], parts[1] if len(parts) == 3 else ""
+    # ASCII only: str.isdigit() accepts digits such as "²" that int() then refuses.
+    if (
+        len(nonce) != _RANDOM_PART
+        or not _BASE64URL.fullmatch(nonce)
+        or not _DIGITS.fullmatch(ticket)
+    ):
         raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
     encoded = parts[2]
     if not encoded:

@@ -8,6 +8,7 @@ JSON and as a header; that is an addition the contract allows.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,58 +93,118 @@ class BadMessage(ValueError):
     """A checkout message that cannot be handled; the reason goes to the dead-letter topic."""
 
 
+# Our checkout messages are flat objects; a producer may add fields, but nothing needs more than
+# a few levels. The limit is checked before parsing because json.loads recurses once per level
+# and a 60 KB message of nested lists exhausts Python's stack (RecursionError).
+MAX_DEPTH = 16
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*"')
+_BRACKET = re.compile(rb"[\[\]{}]")
+
+
+def nesting_exceeds(value: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON text opens more than ``limit`` arrays or objects inside each other.
+
+    Linear in the input: escapes are dropped first, so every string is a plain ``"..."`` that
+    one non-backtracking pattern removes; the brackets left are structure.
+    """
+    if value.count(b"[") + value.count(b"{") <= limit:
+        return False  # the usual message: a handful of brackets cannot nest deeper
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub(b"", _ESCAPE.sub(b"", value))):
+        depth += 1 if bracket in (b"[", b"{") else -1
+        if depth > limit:
+            return True
+    return False
+
+
 @dataclass(frozen=True)
 class CheckoutOutcome:
-    """A decoded ``checkout.completed|failed|expired`` message."""
+    """A decoded ``checkout.completed|failed|expired`` message.
+
+    ``session_id`` is empty when the order never went through the waitroom. ``timestamp_ms``
+    is None when the message has no timestamp or one that cannot be read; then
+    ``timestamp_error`` says why (the outcome still counts: the slot is freed regardless).
+    """
 
     topic: str
     session_id: str
     user_id: str
     event_id: str
     timestamp_ms: int | None
+    timestamp_error: str = ""
 
 
-def _optional_str(data: dict[str, Any], name: str) -> str:
+def _is_text(value: str) -> bool:
+    """Whether a decoded JSON string is real Unicode: a ``\\ud800`` escape decodes to a lone
+    surrogate, which no encoder (redis-py's included) accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _id_field(data: dict[str, Any], name: str) -> str:
     value = data.get(name, "")
     if value is None:
         return ""
     if not isinstance(value, str):
         raise BadMessage(f"field {name!r} must be a string, got {type(value).__name__}")
+    if not _is_text(value):
+        raise BadMessage(f"field {name!r} is not valid Unicode (a lone surrogate)")
     return value
 
 
-def decode_checkout(topic: str, value: bytes | None, max_bytes: int) -> CheckoutOutcome:
-    """Decode a checkout message strictly enough to act on it; raise BadMessage otherwise.
+def _timestamp_ms(data: dict[str, Any]) -> tuple[int | None, str]:
+    """The message's time in ms, or None and why it cannot be read ("" when it is absent)."""
+    value = data.get("timestamp")
+    if value is None or value == "":
+        return None, ""
+    if not isinstance(value, str):
+        return None, f"timestamp must be a string, got {type(value).__name__}"
+    try:
+        return int(parse_timestamp(value).timestamp() * 1000), ""
+    except ValueError as exc:
+        return None, str(exc)
 
-    ``timestamp`` may be RFC 3339 or Go's ``time.Now().String()``; an unreadable timestamp is a
-    bad message, since a producer sending one is broken in a way someone must see.
+
+def decode_checkout(topic: str, value: bytes | None, max_bytes: int) -> CheckoutOutcome:
+    """Decode a checkout message strictly enough to act on it.
+
+    ``timestamp`` may be RFC 3339 or Go's ``time.Now().String()``. One that cannot be read does
+    not make the message bad: the outcome still happened, so the caller frees the slot and
+    counts it. An empty (or null) ``session_id`` is what the order service sends for orders that
+    never went through the waitroom; the caller skips those.
+
+    Raises:
+        BadMessage: the message cannot be acted on (the reason says why). It is the only
+            exception this raises, whatever the bytes.
     """
     if value is None:
         raise BadMessage("empty message (tombstone)")
     if len(value) > max_bytes:
         raise BadMessage(f"message is {len(value)} bytes; at most {max_bytes}")
+    if nesting_exceeds(value):
+        raise BadMessage(f"JSON nested deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadMessage(f"not JSON: {exc}") from None
+    except ValueError as exc:
+        # ValueError, not just JSONDecodeError: an integer of more than 4,300 digits is refused
+        # by int() with a plain ValueError, and bytes that are not UTF-8 raise UnicodeDecodeError.
+        raise BadMessage(f"not JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
         raise BadMessage(f"not a JSON object: {type(data).__name__}")
-    session_id = _optional_str(data, "session_id")
-    if not session_id:
+    if "session_id" not in data:
         raise BadMessage("missing session_id")
-    timestamp = _optional_str(data, "timestamp")
-    timestamp_ms = None
-    if timestamp:
-        try:
-            timestamp_ms = int(parse_timestamp(timestamp).timestamp() * 1000)
-        except ValueError as exc:
-            raise BadMessage(str(exc)) from None
+    timestamp_ms, timestamp_error = _timestamp_ms(data)
     return CheckoutOutcome(
         topic=topic,
-        session_id=session_id,
-        user_id=_optional_str(data, "user_id"),
-        event_id=_optional_str(data, "event_id"),
+        session_id=_id_field(data, "session_id"),
+        user_id=_id_field(data, "user_id"),
+        event_id=_id_field(data, "event_id"),
         timestamp_ms=timestamp_ms,
+        timestamp_error=timestamp_error,
     )
 
 

@@ -71,7 +71,8 @@ RELAY_LAG = Histogram(
 # --- consumer --------------------------------------------------------------------------------
 CHECKOUT_MESSAGES = Counter(
     "waitroom_checkout_messages_total",
-    "Checkout outcome messages handled (result: done, already, not_admitted, unknown).",
+    "Checkout outcome messages handled (result: done, already, not_admitted, unknown, "
+    "not_ours: no waitroom session id, bad_timestamp: handled with the record's own time).",
     ["outcome", "result"],
 )
 DEAD_LETTERS = Counter(

@@ -11,14 +11,17 @@ import re
 import time
 from datetime import UTC, datetime, timedelta, timezone
 
+# re.ASCII: without it \d also matches other scripts' digits, which int() would then read.
 _RFC3339 = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
-    r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))$"
+    r"\s*(?:([Zz])|([+-])(\d{2}):?(\d{2}))$",
+    re.ASCII,
 )
 # Go: "2006-01-02 15:04:05.999999999 -0700 MST" plus an optional monotonic "m=+1.23" suffix.
 _GO = re.compile(
     r"^(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))? ([+-])(\d{2})(\d{2})"
-    r"(?: [A-Za-z0-9+-]{1,8})?(?: m=[+-]\d+(?:\.\d+)?)?$"
+    r"(?: [A-Za-z0-9+-]{1,8})?(?: m=[+-]\d+(?:\.\d+)?)?$",
+    re.ASCII,
 )
 
 
@@ -50,37 +53,48 @@ def format_ms_precise(ms: int) -> str:
     return f"{_second(seconds)}.{millis:03d}Z"
 
 
-def _build(groups: tuple[str | None, ...], sign: str | None, hh: str, mm: str) -> datetime:
+def _build(
+    text: str, groups: tuple[str | None, ...], sign: str | None, hh: str, mm: str
+) -> datetime:
     year, month, day, hour, minute, second, frac = groups
     micros = int((frac or "0").ljust(9, "0")[:6])
-    offset = timedelta(hours=int(hh), minutes=int(mm))
-    tz = timezone(-offset if sign == "-" else offset)
-    return datetime(
-        int(year or 0),
-        int(month or 0),
-        int(day or 0),
-        int(hour or 0),
-        int(minute or 0),
-        int(second or 0),
-        micros,
-        tzinfo=tz,
-    ).astimezone(UTC)
+    try:
+        offset = timedelta(hours=int(hh), minutes=int(mm))
+        tz = timezone(-offset if sign == "-" else offset)
+        local = datetime(
+            int(year or 0),
+            int(month or 0),
+            int(day or 0),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            micros,
+            tzinfo=tz,
+        )
+        # Converting to UTC overflows near the ends of the calendar: "9999-12-31T23:59:59-23:59"
+        # is year 10000 in UTC, which datetime cannot hold (it raised OverflowError here).
+        return local.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise ValueError(f"timestamp out of range ({exc}): {text[:80]!r}") from None
 
 
 def parse_timestamp(text: str) -> datetime:
     """Parse RFC 3339 (with or without fractions and offsets) or Go's ``Time.String()`` layout.
 
-    Raises ``ValueError`` naming the text when it is neither.
+    Raises:
+        ValueError: naming the text, when it is neither layout or names no real UTC time
+            (month 13, an offset of a day or more, a time beyond year 9999 in UTC). It is the
+            only exception this raises, whatever the string.
     """
     value = text.strip()
     match = _RFC3339.match(value)
     if match:
         g = match.groups()
         if g[7]:
-            return _build(g[:7], "+", "00", "00")
-        return _build(g[:7], g[8], g[9] or "00", g[10] or "00")
+            return _build(text, g[:7], "+", "00", "00")
+        return _build(text, g[:7], g[8], g[9] or "00", g[10] or "00")
     match = _GO.match(value)
     if match:
         g = match.groups()
-        return _build(g[:7], g[7], g[8] or "00", g[9] or "00")
+        return _build(text, g[:7], g[7], g[8] or "00", g[9] or "00")
     raise ValueError(f"not an RFC 3339 or Go time.String() timestamp: {text[:80]!r}")

@@ -41,6 +41,7 @@ class Message:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp_ms: int = -1  # the record's own time; -1 (Kafka's "none") if it has none
 
 
 class Broker:
@@ -116,7 +117,7 @@ class Broker:
     def _poll(self, timeout_ms: int) -> list[Message]:
         batches = self._consumer.poll(timeout_ms=timeout_ms)
         return [
-            Message(r.topic, r.partition, r.offset, r.key, r.value)
+            Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for records in batches.values()
             for r in records
         ]

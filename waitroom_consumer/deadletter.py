@@ -17,6 +17,7 @@ from shared.timefmt import format_ms_precise
 from waitroom_consumer.broker import Message
 
 MAX_ORIGINAL_BYTES = 256 * 1024
+MAX_REASON_CHARS = 500  # an exception's text can quote the whole input back
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,20 @@ class DeadLetter:
 
     message: Message
     reason: str
+
+
+def from_exception(message: Message, exc: BaseException) -> DeadLetter:
+    """A dead letter for a message whose handling raised something nobody foresaw."""
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not take the consumer down with the message
+        text = "(no message)"
+    reason = f"cannot be handled: {type(exc).__name__}: {text}"
+    # Escaped to ASCII: the text may quote a lone surrogate from the input, which no log stream
+    # or encoder accepts.
+    return DeadLetter(
+        message, reason[:MAX_REASON_CHARS].encode("ascii", "backslashreplace").decode()
+    )
 
 
 def _b64(data: bytes | None) -> str | None:

@@ -21,7 +21,7 @@ from shared.errors import WaitroomError
 from shared.ids import event_of_session
 from shared.kafka import Record
 from shared.messages import BadMessage, decode_checkout
-from shared.scripts import Scripts
+from shared.scripts import FinishOutcome, Scripts
 from shared.sessions import Status
 from shared.settings import ConsumerSettings
 from shared.timefmt import now_ms
@@ -52,10 +52,27 @@ def outcomes(settings: ConsumerSettings) -> dict[str, Outcome]:
 
 @dataclass(frozen=True)
 class Finish:
+    """A message to apply: its session, and when the outcome happened.
+
+    ``at_ms`` is the message's own timestamp, or the Kafka record's when that cannot be read
+    (then ``timestamp_error`` says why, and the message is counted as ``bad_timestamp``).
+    """
+
     message: Message
     outcome: Outcome
     event_id: str
     session_id: str
+    at_ms: int
+    timestamp_error: str = ""
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A message with nothing to do here, counted under ``result``."""
+
+    message: Message
+    outcome: Outcome
+    result: str
 
 
 @dataclass
@@ -63,30 +80,80 @@ class Plan:
     """A batch sorted by what to do with each message."""
 
     finishes: list[Finish] = field(default_factory=list)
-    unknown: list[Outcome] = field(default_factory=list)
+    skipped: list[Skip] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+    errors: int = 0  # messages whose planning raised: a bug or an input we did not foresee
 
 
 def plan_batch(batch: list[Message], topics: dict[str, Outcome], max_bytes: int) -> Plan:
-    """Sort a batch, keeping its order within each list: finish, skip, or dead-letter."""
+    """Sort a batch, keeping its order within each list: finish, skip, or dead-letter.
+
+    Never raises: a message whose planning fails in a way we did not foresee becomes a dead
+    letter with the exception as its reason (logged once with its traceback), so one message can
+    never stop its partition.
+    """
     plan = Plan()
     for message in batch:
-        outcome = topics.get(message.topic)
-        if outcome is None:
-            plan.dead.append(DeadLetter(message, f"not a checkout topic: {message.topic}"))
-            continue
         try:
-            decoded = decode_checkout(message.topic, message.value, max_bytes)
-        except BadMessage as exc:
-            plan.dead.append(DeadLetter(message, str(exc)))
-            continue
-        try:
-            event_id = event_of_session(decoded.session_id)
-        except WaitroomError:
-            plan.unknown.append(outcome)  # not a session id of ours: counted, not an error
-            continue
-        plan.finishes.append(Finish(message, outcome, event_id, decoded.session_id))
+            decision = _plan_one(message, topics, max_bytes)
+        except Exception as exc:
+            log.exception(
+                "cannot plan %s[%d]@%d; dead-lettering it",
+                message.topic,
+                message.partition,
+                message.offset,
+            )
+            plan.errors += 1
+            decision = deadletter.from_exception(message, exc)
+        if isinstance(decision, Finish):
+            plan.finishes.append(decision)
+        elif isinstance(decision, Skip):
+            plan.skipped.append(decision)
+        else:
+            plan.dead.append(decision)
     return plan
+
+
+def _plan_one(
+    message: Message, topics: dict[str, Outcome], max_bytes: int
+) -> Finish | Skip | DeadLetter:
+    outcome = topics.get(message.topic)
+    if outcome is None:
+        return DeadLetter(message, f"not a checkout topic: {message.topic}")
+    try:
+        decoded = decode_checkout(message.topic, message.value, max_bytes)
+    except BadMessage as exc:
+        return DeadLetter(message, str(exc))
+    if not decoded.session_id:
+        # The order service reports every failed order, waitroom or not, with an empty session id.
+        return Skip(message, outcome, "not_ours")
+    try:
+        event_id = event_of_session(decoded.session_id)
+    except WaitroomError:
+        return Skip(message, outcome, "not_ours")  # some other system's id: counted, not an error
+    if decoded.timestamp_ms is not None:
+        at_ms = decoded.timestamp_ms
+    else:  # Kafka's -1 means the record carries no time of its own
+        at_ms = message.timestamp_ms if message.timestamp_ms >= 0 else now_ms()
+    return Finish(message, outcome, event_id, decoded.session_id, at_ms, decoded.timestamp_error)
+
+
+def _result(item: Finish, reply: FinishOutcome) -> str:
+    """The metric's result label for a finished message."""
+    if item.timestamp_error:
+        # Counted once, here rather than under the script's answer: the slot was handled all the
+        # same, but a producer sending unreadable times is broken in a way someone must see.
+        log.warning(
+            "%s[%d]@%d: %s; used the record's time, %d ms (finish: %s)",
+            item.message.topic,
+            item.message.partition,
+            item.message.offset,
+            item.timestamp_error,
+            item.at_ms,
+            reply,
+        )
+        return "bad_timestamp"
+    return reply.value.lower()
 
 
 class Handler:
@@ -108,7 +175,11 @@ class Handler:
     async def handle(self, batch: list[Message]) -> None:
         """Apply a batch; returns when every message's effect is done. May raise Stopped."""
         plan = plan_batch(batch, self.outcomes, self.settings.max_message_bytes)
-        results: Counter[tuple[str, str]] = Counter((o.word, "unknown") for o in plan.unknown)
+        results: Counter[tuple[str, str]] = Counter(
+            (k.outcome.word, k.result) for k in plan.skipped
+        )
+        if plan.errors:
+            self.counts["planning_errors"] += plan.errors
         refused = await self._finish(plan.finishes, results)
         await self._dead_letter(plan.dead + refused)
         for (word, result), n in results.items():
@@ -126,18 +197,10 @@ class Handler:
             try:
                 replies = await self.scripts.finish_many(args)
             except Exception as exc:
-                if is_transient(exc):
-                    await self.retrier.wait(self.retrier.redis, exc)
-                    continue
-                if len(todo) > 1:
-                    # Something in the batch cannot even be sent (a value the client cannot
-                    # encode): apply the messages one by one, in order, so only it is refused.
-                    for item in todo:
-                        refused += await self._finish([item], results)
-                    return refused
-                bug(log, "consumer", exc, repr(todo[0].session_id))
-                refused.append(DeadLetter(todo[0].message, f"cannot be applied: {exc!r}"))
-                return refused
+                if not is_transient(exc):
+                    return refused + await self._isolate(todo, results, exc)
+                await self.retrier.wait(self.retrier.redis, exc)
+                continue
             self.retrier.redis.recovered()
             again, error = [], None
             for item, reply in zip(todo, replies, strict=True):
@@ -149,10 +212,24 @@ class Handler:
                         bug(log, "consumer", reply, item.session_id)
                         refused.append(DeadLetter(item.message, f"redis refused it: {reply}"))
                 else:
-                    results[(item.outcome.word, reply.value.lower())] += 1
+                    results[(item.outcome.word, _result(item, reply))] += 1
             if error is not None:
                 await self.retrier.wait(self.retrier.redis, error)
             todo = again
+        return refused
+
+    async def _isolate(
+        self, todo: list[Finish], results: Counter[tuple[str, str]], exc: Exception
+    ) -> list[DeadLetter]:
+        """The pipeline failed as a whole, not from an outage: one message must be the cause
+        (redis-py refuses to encode a lone surrogate, failing every script with it). Run each
+        alone, in order, so only the one that cannot be sent is dead-lettered."""
+        if len(todo) == 1:
+            bug(log, "consumer", exc, repr(todo[0].session_id))
+            return [deadletter.from_exception(todo[0].message, exc)]
+        refused: list[DeadLetter] = []
+        for item in todo:
+            refused += await self._finish([item], results)
         return refused
 
     async def _dead_letter(self, letters: list[DeadLetter]) -> None:

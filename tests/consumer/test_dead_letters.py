@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 
 from consumer_support import (
@@ -18,6 +19,7 @@ from consumer_support import (
     wait_until,
 )
 
+from shared.ids import event_suffix
 from shared.sessions import Status
 from waitroom_consumer import deadletter
 
@@ -63,7 +65,7 @@ def test_garbage_wrong_types_and_oversized_messages_are_dead_lettered_and_the_re
 ) -> None:
     admitted, _ = admitted_sessions(redis_url, event_id, admitted=3)
     key = event_id.encode()
-    keep = admitted[2]  # named by two bad messages; it must stay in checkout
+    keep = admitted[2]  # named by a bad message; it must stay in checkout
 
     def body(**fields: object) -> bytes:
         return json.dumps(fields).encode()
@@ -74,7 +76,6 @@ def test_garbage_wrong_types_and_oversized_messages_are_dead_lettered_and_the_re
         "missing session_id": body(user_id="u", event_id=event_id),
         "must be a string": body(session_id=12345, event_id=event_id),
         "bytes; at most 1024": body(session_id=keep, pad="x" * 2000),
-        "not an RFC 3339": body(session_id=keep, timestamp="yesterday"),
     }
     stream = [outcome("checkout.completed", admitted[0], event_id)]
     stream += bad.values()
@@ -99,3 +100,97 @@ def test_garbage_wrong_types_and_oversized_messages_are_dead_lettered_and_the_re
     wait_until(lambda: in_checkout(redis_url, event_id) == 1, what="the valid messages")
     final = records(redis_url, event_id, admitted)
     assert [r.status for r in final if r] == [Status.COMPLETED, Status.COMPLETED, Status.READY]
+
+
+def results(log: str) -> dict[str, int]:
+    """The handler's counts from the consumer's last log line (its repr on the way out)."""
+    match = re.search(r"consumer stopped: .*results=(\{[^}]*\})", log)
+    assert match, "the consumer did not log its counts on the way out"
+    return {k: int(v) for k, v in re.findall(r"'(\w+)': (\d+)", match.group(1))}
+
+
+def test_messages_that_used_to_crash_the_consumer_never_stop_their_partition(
+    redis_url: str,
+    bootstrap: str,
+    event_id: str,
+    topics: Topics,
+    consumer_env: dict[str, str],
+    consumers: Start,
+) -> None:
+    (late_time, valid), _ = admitted_sessions(redis_url, event_id, admitted=2)
+    key = event_id.encode()
+    # Each of these made the consumer exit and restart on it, 15 times in 40 s, while the valid
+    # completion behind it on the same partition waited forever.
+    poison = {
+        "nested deeper": b"[" * 30_000 + b"]" * 30_000,  # 60 KB: RecursionError
+        "nested deeper ": b'{"session_id":' + b'{"a":' * 9_000 + b"1" + b"}" * 9_001,
+        "not valid Unicode": json.dumps(
+            {"session_id": "\ud800" * 22 + ".1." + event_suffix(event_id)}  # UnicodeEncodeError
+        ).encode(),
+    }
+    # OverflowError before; now an unreadable time, which still frees the session's slot.
+    beyond_9999 = {"session_id": late_time, "timestamp": "9999-12-31T23:59:59-23:59"}
+    stream = [*poison.values(), json.dumps(beyond_9999).encode()]
+    stream += [outcome("checkout.completed", valid, event_id)]
+    produce(bootstrap, [(topics.completed, key, value) for value in stream])
+    consumer = consumers(consumer_env)
+
+    letters = [deadletter.decode(r.value) for r in read_topic(bootstrap, topics.dlq, expected=3)]
+    expected = [(v, topics.completed) for v in poison.values()]
+    assert [(d["value"], d["topic"]) for d in letters] == expected
+    for reason, letter in zip(poison, letters, strict=True):
+        assert reason.strip() in letter["reason"]
+    wait_until(lambda: in_checkout(redis_url, event_id) == 0, what="both slots to be freed")
+    final = records(redis_url, event_id, [late_time, valid])
+    assert [r.status for r in final if r] == [Status.COMPLETED, Status.COMPLETED]
+
+    assert consumer.running, "the consumer exited"
+    assert consumer.terminate() == 0
+    log = consumer.log()
+    assert log.count("starting in group") == 1
+    assert "Traceback" not in log  # refused by the decoder, not caught by the safety net
+    assert results(log) == {"dead_lettered": 3, "bad_timestamp": 1, "done": 1}
+
+
+def test_the_order_service_s_messages_are_handled_and_none_is_dead_lettered(
+    redis_url: str,
+    bootstrap: str,
+    event_id: str,
+    topics: Topics,
+    consumer_env: dict[str, str],
+    consumers: Start,
+) -> None:
+    (failed, completed), _ = admitted_sessions(redis_url, event_id, admitted=2)
+    key = event_id.encode()
+
+    def order(session_id: str, timestamp: str) -> bytes:
+        # Exactly the shape CONTRACT.md shows: four fields, the Go layout on checkout.failed.
+        body = {"session_id": session_id, "user_id": "user-7", "event_id": event_id}
+        return json.dumps({**body, "timestamp": timestamp}).encode()
+
+    # A broken message closes each partition: when its dead letter is the first one there,
+    # nothing before it was dead-lettered.
+    sentinel = b"{sentinel"
+    produce(
+        bootstrap,
+        [
+            (topics.failed, key, order("", GO_TIMESTAMP)),  # an order outside the waitroom
+            (topics.failed, key, order(failed, GO_TIMESTAMP)),
+            (topics.failed, key, sentinel),
+            (topics.completed, key, order(completed, "26/11/2026 17:41")),  # unreadable time
+            (topics.completed, key, sentinel),
+        ],
+    )
+    consumer = consumers(consumer_env)
+
+    letters = [deadletter.decode(r.value) for r in read_topic(bootstrap, topics.dlq, expected=2)]
+    assert sorted((d["topic"], d["value"]) for d in letters) == sorted(
+        [(topics.failed, sentinel), (topics.completed, sentinel)]
+    )
+    wait_until(lambda: in_checkout(redis_url, event_id) == 0, what="both slots to be freed")
+    final = records(redis_url, event_id, [failed, completed])
+    assert [r.status for r in final if r] == [Status.FAILED, Status.COMPLETED]
+
+    assert consumer.terminate() == 0
+    counts = results(consumer.log())
+    assert counts == {"not_ours": 1, "done": 1, "bad_timestamp": 1, "dead_lettered": 2}

@@ -43,13 +43,104 @@ def test_a_batch_is_sorted_into_finishes_unknown_sessions_and_dead_letters_in_or
     ]
     assert [f.outcome.status for f in plan.finishes] == [Status.COMPLETED, Status.FAILED]
     assert [f.outcome.word for f in plan.finishes] == ["completed", "failed"]
-    assert [o.word for o in plan.unknown] == ["completed"]
+    assert [(k.outcome.word, k.result) for k in plan.skipped] == [("completed", "not_ours")]
     assert [(d.message.offset, d.reason.split(":")[0]) for d in plan.dead] == [
         (1, "not JSON"),
         (4, "message is 70000 bytes; at most 65536"),
         (5, "empty message (tombstone)"),
         (6, "not a checkout topic"),
     ]
+
+
+GO_TIMESTAMP = "2025-11-14 10:00:00.123456789 +0700 +07 m=+12.345678901"
+RECORD_MS = 1_763_000_000_000
+
+
+def order_service(topic: str, session_id: str, timestamp: str) -> Message:
+    """A checkout outcome exactly as CONTRACT.md shows the order service sending it."""
+    body = {"session_id": session_id, "user_id": "user-7", "event_id": "ev-1"}
+    body["timestamp"] = timestamp
+    if topic == "checkout.expired":
+        body["expired_at"] = timestamp
+    return Message(topic, 0, 0, b"ev-1", json.dumps(body).encode(), RECORD_MS)
+
+
+def test_the_order_service_s_messages_are_finished_or_skipped_never_dead_lettered() -> None:
+    settings = ConsumerSettings()  # the contract's topic names
+    batch = [
+        order_service("checkout.failed", "", GO_TIMESTAMP),  # an order outside the waitroom
+        order_service("checkout.failed", SID, GO_TIMESTAMP),
+        order_service("checkout.completed", SID, "2026-11-26T17:41:39Z"),
+        order_service("checkout.expired", SID, "2026-11-26T17:41:39.250+07:00"),
+        order_service("checkout.completed", SID, "yesterday at noon"),  # unreadable
+        order_service("checkout.failed", "not-a-waitroom-id", GO_TIMESTAMP),
+    ]
+    batch = [
+        Message(m.topic, m.partition, i, m.key, m.value, RECORD_MS) for i, m in enumerate(batch)
+    ]
+    plan = plan_batch(batch, outcomes(settings), settings.max_message_bytes)
+    assert plan.dead == [] and plan.errors == 0
+    assert [(k.message.offset, k.outcome.word, k.result) for k in plan.skipped] == [
+        (0, "failed", "not_ours"),
+        (5, "failed", "not_ours"),
+    ]
+    assert [(f.message.offset, f.outcome.word, f.at_ms) for f in plan.finishes] == [
+        (1, "failed", 1763089200123),
+        (2, "completed", 1795714899000),
+        (3, "expired", 1795689699250),
+        (4, "completed", RECORD_MS),  # the record's own time stands in
+    ]
+    assert [bool(f.timestamp_error) for f in plan.finishes] == [False, False, False, True]
+    assert "yesterday at noon" in plan.finishes[3].timestamp_error
+
+
+def test_the_messages_that_stalled_a_partition_are_dead_lettered_with_a_reason() -> None:
+    overflow = {"session_id": SID, "timestamp": "9999-12-31T23:59:59-23:59"}
+    batch = [
+        message(b"[" * 30_000 + b"]" * 30_000, offset=0),
+        message(b'{"session_id":' + b'{"a":' * 9_000 + b"1" + b"}" * 9_001, offset=1),
+        message(json.dumps(overflow).encode(), offset=2),
+        message(json.dumps({"session_id": "\ud800" * 22 + ".1.ZXY"}).encode(), offset=3),
+        message(json.dumps({"session_id": SID}).encode(), offset=4),
+    ]
+    plan = plan_batch(batch, outcomes(SETTINGS), SETTINGS.max_message_bytes)
+    assert [(d.message.offset, d.reason) for d in plan.dead] == [
+        (0, "JSON nested deeper than 16 levels"),
+        (1, "JSON nested deeper than 16 levels"),
+        (3, "field 'session_id' is not valid Unicode (a lone surrogate)"),
+    ]
+    # A time beyond year 9999 in UTC cannot be read, but the outcome still frees the slot.
+    assert [(f.message.offset, bool(f.timestamp_error)) for f in plan.finishes] == [
+        (2, True),
+        (4, False),
+    ]
+    assert "out of range" in plan.finishes[0].timestamp_error
+
+
+def test_whatever_planning_one_message_raises_dead_letters_that_message_only(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from waitroom_consumer import handler
+
+    real = handler.decode_checkout
+
+    def decode(topic: str, value: bytes | None, max_bytes: int) -> object:
+        if value == b"boom":  # stands in for any bug or input nobody foresaw
+            raise KeyError("\ud800 " + "x" * 1000)
+        return real(topic, value, max_bytes)
+
+    monkeypatch.setattr(handler, "decode_checkout", decode)
+    good = json.dumps({"session_id": SID}).encode()
+    batch = [message(good, offset=0), message(b"boom", offset=1), message(good, offset=2)]
+    with caplog.at_level(logging.ERROR, logger="waitroom.consumer"):
+        plan = plan_batch(batch, outcomes(SETTINGS), SETTINGS.max_message_bytes)
+    assert [f.message.offset for f in plan.finishes] == [0, 2]
+    ((dead),) = plan.dead
+    assert dead.message.offset == 1 and plan.errors == 1
+    assert dead.reason.startswith("cannot be handled: KeyError: ")
+    assert dead.reason.isascii() and len(dead.reason) <= deadletter.MAX_REASON_CHARS
+    (logged,) = caplog.records
+    assert logged.exc_info is not None and "@1" in logged.getMessage()
 
 
 def test_a_dead_letter_keeps_the_original_bytes_and_where_they_came_from() -> None:

@@ -167,3 +167,23 @@ def test_the_urls_default_to_the_old_services() -> None:
     assert api.websocket_url == "/api/v1/waitroom/stream/{session_id}"
     custom = load(ApiSettings, {"WAITROOM_CHECKOUT_URL": "https://shop.test/c/{session_id}"})
     assert custom.checkout_url == "https://shop.test/c/{session_id}"
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300, deadline=None)
+def test_any_text_as_a_session_id_is_ours_or_not_found_never_a_crash(text: str) -> None:
+    from shared.ids import event_of_session, ticket_of_session
+
+    try:
+        event = event_of_session(text)
+    except WaitroomError:
+        return
+    assert event and ticket_of_session(text) >= 0
+
+
+def test_digits_that_are_not_ascii_are_not_a_ticket() -> None:
+    from shared.ids import event_of_session
+
+    nonce = "A" * 22
+    with pytest.raises(WaitroomError, match="WTR001"):
+        event_of_session(f"{nonce}.\u00b2.Y29uY2VydDE")

@@ -1,6 +1,8 @@
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.timefmt import format_ms, format_ms_precise, parse_timestamp
 
@@ -42,3 +44,57 @@ def test_formats_rfc3339_utc() -> None:
     assert format_ms(0) == ""
     assert format_ms_precise(1) == "1970-01-01T00:00:00.001Z"
     assert format_ms_precise(253402300799999) == "9999-12-31T23:59:59.999Z"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "9999-12-31T23:59:59-23:59",  # year 10000 in UTC: OverflowError before
+        "0001-01-01T00:00:00+23:59",  # year 0 in UTC
+        "0000-01-01T00:00:00Z",
+        "2025-11-14T10:00:00+24:00",  # an offset of a whole day
+        "2025-11-14 10:00:00 +9959 UTC",
+        "2025-02-30T10:00:00Z",
+        # Arabic-Indic digits: \d matched them and int() read them.
+        "\u0662\u0660\u0662\u0665-\u0661\u0661-\u0661\u0664T10:00:00Z",
+    ],
+)
+def test_out_of_range_times_are_refused_with_the_documented_error(text: str) -> None:
+    with pytest.raises(ValueError, match="timestamp"):
+        parse_timestamp(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.from_regex(
+        r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,12})?"
+        r"( ?[Zz]|[+-][0-9]{2}:?[0-9]{2}| [+-][0-9]{4}( [A-Z+0-9-]{1,8})?( m=[+-][0-9]+\.[0-9]+)?)"
+        r"\Z"
+    )
+    | st.text(st.characters(exclude_categories=()))
+)
+def test_any_string_parses_to_a_utc_time_or_raises_value_error(text: str) -> None:
+    try:
+        parsed = parse_timestamp(text)
+    except ValueError:
+        return
+    assert parsed.tzinfo is UTC
+    assert 1 <= parsed.year <= 9999
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.datetimes(timezones=st.timezones(), allow_imaginary=False),
+)
+def test_every_real_time_round_trips_through_rfc3339(moment: datetime) -> None:
+    text = moment.isoformat()
+    offset = moment.utcoffset()
+    if offset is None or offset.seconds % 60:
+        return  # RFC 3339 offsets have minutes only; some historic zones had seconds
+    try:
+        expected = moment.astimezone(UTC)
+    except OverflowError:  # the UTC time itself is beyond datetime; the parser must say so
+        with pytest.raises(ValueError):
+            parse_timestamp(text)
+        return
+    assert parse_timestamp(text) == expected

@@ -95,7 +95,6 @@ def test_checkout_messages_decode_rfc3339_and_go_timestamps() -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"user_id": "u"}', "missing session_id"),
         (b'{"session_id": 42}', "must be a string"),
-        (b'{"session_id": "s", "timestamp": "soon"}', "not an RFC 3339"),
         (b'{"session_id": "' + b"x" * 5000 + b'"}', "at most 4096"),
         (None, "empty message"),
     ],
