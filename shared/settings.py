@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from shared import secrets
 
 T = TypeVar("T")
 
@@ -24,9 +27,18 @@ class SettingsError(ValueError):
     """A variable holds a value the process cannot run with."""
 
 
-def setting(env: str, default: Any, help: str, *, minimum: float | None = None) -> Any:
-    """Declare a field read from ``env``."""
-    return field(default=default, metadata={"env": env, "help": help, "minimum": minimum})
+def setting(
+    env: str, default: Any, help: str, *, minimum: float | None = None, secret: bool = False
+) -> Any:
+    """Declare a field read from ``env``.
+
+    A ``secret`` may also come from ``env + "_FILE"`` (a file holding it, ``shared.secrets``),
+    and ``waitroom settings`` shows only where it came from, never its value.
+    """
+    return field(
+        default=default,
+        metadata={"env": env, "help": help, "minimum": minimum, "secret": secret},
+    )
 
 
 def _parse(kind: str, name: str, raw: str, minimum: float | None) -> Any:
@@ -57,16 +69,64 @@ def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = f.metadata["env"]
-        if name in env:
+        if f.metadata["secret"]:
+            try:
+                found = secrets.read_secret(env, name)
+            except secrets.SecretError as exc:
+                raise SettingsError(str(exc)) from None
+            if found.source is not secrets.Source.UNSET:
+                values[f.name] = found.value
+        elif name in env:
             values[f.name] = _parse(str(f.type), name, env[name], f.metadata["minimum"])
     return cls(**values)
 
 
 def describe(cls: type[Any]) -> list[tuple[str, str, str]]:
     """``(variable, default, help)`` for every field of a settings class."""
-    return [
-        (f.metadata["env"], str(f.default), f.metadata["help"]) for f in dataclasses.fields(cls)
-    ]
+    return [(f.metadata["env"], str(f.default), _help(f)) for f in dataclasses.fields(cls)]
+
+
+def _help(f: dataclasses.Field[Any]) -> str:
+    text: str = f.metadata["help"]
+    if f.metadata["secret"]:
+        text += f" Or {f.metadata['env']}{secrets.FILE_SUFFIX}: a file holding it."
+    return text
+
+
+#: The password of a URL's user info (``redis://user:PASSWORD@host``), which a listing hides.
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
+
+
+def listing(cls: type[Any], environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every setting of ``cls`` with the value this environment gives it, for ``waitroom
+    settings``: a secret's value is never shown, only where it comes from (``(set)``,
+    ``(from file)`` or ``(not set)``). Values are shown as written, not parsed, so a bad one
+    can be seen rather than stopping the listing."""
+    env = os.environ if environ is None else environ
+    rows = []
+    for f in dataclasses.fields(cls):
+        name = f.metadata["env"]
+        if f.metadata["secret"]:
+            value = secrets.secret_source(env, name).value
+        else:
+            value = _URL_PASSWORD.sub(r"\1(hidden)@", env.get(name, str(f.default)))
+        rows.append(
+            {
+                "variable": name,
+                "value": value,
+                "default": str(f.default),
+                "help": _help(f),
+                "secret": bool(f.metadata["secret"]),
+            }
+        )
+    return rows
+
+
+#: What kafka-python accepts as ``security_protocol``.
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: The SASL mechanisms offered: those kafka-python implements with a user name and password
+#: (kafka/net/sasl: PLAIN, and SCRAM with SHA-256 or SHA-512).
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 @dataclass(frozen=True)
@@ -83,6 +143,7 @@ class CommonSettings:
         "WAITROOM_JWT_SECRET",
         "",
         "HS256 secret shared with the order service (required, >= 32 bytes).",
+        secret=True,
     )
     metrics_port: int = setting(
         "WAITROOM_METRICS_PORT", 0, "Port for Prometheus /metrics; 0 turns it off.", minimum=0
@@ -96,8 +157,48 @@ class CommonSettings:
         "Address /metrics listens on (IPv4 or IPv6); 127.0.0.1 keeps it on this host.",
     )
     log_level: str = setting("WAITROOM_LOG_LEVEL", "INFO", "Python logging level.")
+    # --- Kafka security: every Kafka client gets these through shared.kafka.client_options.
+    kafka_security_protocol: str = setting(
+        "WAITROOM_KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "How clients talk to Kafka: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: str = setting(
+        "WAITROOM_KAFKA_SASL_MECHANISM",
+        "",
+        "With SASL_PLAINTEXT or SASL_SSL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512.",
+    )
+    kafka_sasl_username: str = setting(
+        "WAITROOM_KAFKA_SASL_USERNAME", "", "SASL user name (SASL_PLAINTEXT, SASL_SSL)."
+    )
+    kafka_sasl_password: str = setting(
+        "WAITROOM_KAFKA_SASL_PASSWORD", "", "SASL password (never printed).", secret=True
+    )
+    kafka_ssl_cafile: str = setting(
+        "WAITROOM_KAFKA_SSL_CAFILE",
+        "",
+        "PEM file of the CAs the brokers' certificates must chain to (SSL, SASL_SSL); "
+        "empty: the system's CAs.",
+    )
+    kafka_ssl_certfile: str = setting(
+        "WAITROOM_KAFKA_SSL_CERTFILE",
+        "",
+        "PEM client certificate, for brokers that require one (mutual TLS); empty: none.",
+    )
+    kafka_ssl_keyfile: str = setting(
+        "WAITROOM_KAFKA_SSL_KEYFILE",
+        "",
+        "PEM private key of WAITROOM_KAFKA_SSL_CERTFILE; empty: the key is in that file.",
+    )
+    kafka_ssl_password: str = setting(
+        "WAITROOM_KAFKA_SSL_PASSWORD",
+        "",
+        "Password of an encrypted WAITROOM_KAFKA_SSL_KEYFILE (never printed).",
+        secret=True,
+    )
 
     def __post_init__(self) -> None:
+        self._check_kafka_security()
         try:
             ipaddress.ip_address(self.metrics_addr.strip())
         except ValueError:
@@ -115,6 +216,88 @@ class CommonSettings:
         if len(self.jwt_secret.encode("utf-8")) < 32:
             raise SettingsError("WAITROOM_JWT_SECRET must be set to at least 32 bytes")
         return self.jwt_secret
+
+    @property
+    def kafka_tls(self) -> bool:
+        return self.kafka_security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def kafka_sasl(self) -> bool:
+        return self.kafka_security_protocol in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def _check_kafka_security(self) -> None:
+        """The values on their own and together; files are read in require_kafka_security."""
+        protocol = self.kafka_security_protocol
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise SettingsError(
+                f"WAITROOM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
+                + ", ".join(KAFKA_SECURITY_PROTOCOLS)
+            )
+        mechanism = self.kafka_sasl_mechanism
+        if mechanism and mechanism not in KAFKA_SASL_MECHANISMS:
+            raise SettingsError(
+                f"WAITROOM_KAFKA_SASL_MECHANISM={mechanism!r} is not one of "
+                + ", ".join(KAFKA_SASL_MECHANISMS)
+            )
+        # Settings that the protocol would silently ignore are refused: a mounted client
+        # certificate with PLAINTEXT means someone forgot the protocol, not that they want
+        # the certificate ignored.
+        unused = []
+        if not self.kafka_sasl:
+            unused += [("WAITROOM_KAFKA_SASL_MECHANISM", mechanism)]
+            unused += [("WAITROOM_KAFKA_SASL_USERNAME", self.kafka_sasl_username)]
+        if not self.kafka_tls:
+            unused += [("WAITROOM_KAFKA_SSL_CAFILE", self.kafka_ssl_cafile)]
+            unused += [("WAITROOM_KAFKA_SSL_CERTFILE", self.kafka_ssl_certfile)]
+            unused += [("WAITROOM_KAFKA_SSL_KEYFILE", self.kafka_ssl_keyfile)]
+        for name, value in unused:
+            if value:
+                raise SettingsError(
+                    f"{name} is set but WAITROOM_KAFKA_SECURITY_PROTOCOL={protocol} does not use it"
+                )
+        if self.kafka_sasl and not mechanism:
+            raise SettingsError(
+                f"WAITROOM_KAFKA_SECURITY_PROTOCOL={protocol} needs WAITROOM_KAFKA_SASL_MECHANISM"
+                " (" + ", ".join(KAFKA_SASL_MECHANISMS) + ")"
+            )
+        if self.kafka_ssl_keyfile and not self.kafka_ssl_certfile:
+            raise SettingsError(
+                "WAITROOM_KAFKA_SSL_KEYFILE is set without WAITROOM_KAFKA_SSL_CERTFILE"
+            )
+
+    def require_kafka_security(self) -> None:
+        """Check, at start-up, what the Kafka clients will need when they connect: SASL
+        credentials, and certificate files that can be read and a key that matches its
+        certificate. Raises SettingsError naming the setting, so a process stops at once
+        instead of retrying a connection that can never work."""
+        if not self.kafka_enabled:
+            return
+        if self.kafka_sasl:
+            for name, value in (
+                ("WAITROOM_KAFKA_SASL_USERNAME", self.kafka_sasl_username),
+                ("WAITROOM_KAFKA_SASL_PASSWORD", self.kafka_sasl_password),
+            ):
+                if not value:
+                    raise SettingsError(
+                        f"WAITROOM_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                        f"needs {name}"
+                    )
+        if not self.kafka_tls:
+            return
+        try:
+            if self.kafka_ssl_cafile:
+                secrets.check_ca("WAITROOM_KAFKA_SSL_CAFILE", self.kafka_ssl_cafile)
+            if self.kafka_ssl_certfile:
+                secrets.check_key_pair(
+                    "WAITROOM_KAFKA_SSL_CERTFILE",
+                    self.kafka_ssl_certfile,
+                    "WAITROOM_KAFKA_SSL_KEYFILE",
+                    self.kafka_ssl_keyfile,
+                    self.kafka_ssl_password,
+                    password_setting="WAITROOM_KAFKA_SSL_PASSWORD",
+                )
+        except secrets.SecretError as exc:
+            raise SettingsError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -180,6 +363,49 @@ class ApiSettings:
         "Most Redis connections one API process opens; more concurrent requests wait.",
         minimum=1,
     )
+    # --- TLS: server certificate, client certificates (mTLS), a plaintext port for probes.
+    tls_certfile: str = setting(
+        "WAITROOM_API_TLS_CERTFILE",
+        "",
+        "PEM certificate chain the API serves TLS with; empty: plaintext gRPC.",
+    )
+    tls_keyfile: str = setting(
+        "WAITROOM_API_TLS_KEYFILE", "", "PEM private key of WAITROOM_API_TLS_CERTFILE."
+    )
+    tls_client_cafile: str = setting(
+        "WAITROOM_API_TLS_CLIENT_CAFILE",
+        "",
+        "PEM CAs a caller's certificate must chain to; set, every caller needs a certificate "
+        "(mutual TLS). Needs WAITROOM_API_TLS_CERTFILE.",
+    )
+    health_addr: str = setting(
+        "WAITROOM_API_HEALTH_ADDR",
+        "",
+        "Extra plaintext address serving only grpc.health.v1, for probes that cannot speak "
+        "TLS (Kubernetes' gRPC probes); empty: none.",
+    )
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            given, missing = (
+                ("WAITROOM_API_TLS_CERTFILE", "WAITROOM_API_TLS_KEYFILE")
+                if self.tls_certfile
+                else ("WAITROOM_API_TLS_KEYFILE", "WAITROOM_API_TLS_CERTFILE")
+            )
+            raise SettingsError(f"{given} is set without {missing}")
+        if self.tls_client_cafile and not self.tls_certfile:
+            raise SettingsError(
+                "WAITROOM_API_TLS_CLIENT_CAFILE needs WAITROOM_API_TLS_CERTFILE and "
+                "WAITROOM_API_TLS_KEYFILE: client certificates are only asked for over TLS"
+            )
+        if self.health_addr and self.health_addr == self.addr:
+            raise SettingsError(
+                f"WAITROOM_API_HEALTH_ADDR={self.health_addr!r} is WAITROOM_API_ADDR itself"
+            )
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_certfile)
 
 
 @dataclass(frozen=True)

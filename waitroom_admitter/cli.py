@@ -29,6 +29,7 @@ def admitter(ctx: click.Context) -> None:
     try:
         common = settings_mod.load(settings_mod.CommonSettings)
         common.require_secret()
+        common.require_kafka_security()
         tuning = settings_mod.load(settings_mod.KafkaClientSettings)
         settings = settings_mod.load(settings_mod.AdmitterSettings)
         dead_letter_topic = settings_mod.load(settings_mod.ConsumerSettings).dlq_topic

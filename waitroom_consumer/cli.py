@@ -34,6 +34,7 @@ from waitroom_consumer.logs import throttle_kafka_logs
 def _settings() -> tuple[CommonSettings, KafkaClientSettings, ConsumerSettings]:
     try:
         common = settings_mod.load(CommonSettings)
+        common.require_kafka_security()
         tuning = settings_mod.load(KafkaClientSettings)
         consumer_settings = settings_mod.load(ConsumerSettings)
     except settings_mod.SettingsError as exc:
