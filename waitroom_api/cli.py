@@ -11,6 +11,7 @@ from shared import metrics
 from shared import settings as settings_mod
 from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail, run_process
 from shared.connections import configure_logging
+from shared.settings import SettingsError
 from waitroom_api.server import ApiServer, serve
 
 log = logging.getLogger("waitroom_api")
@@ -18,12 +19,22 @@ log = logging.getLogger("waitroom_api")
 
 def _announce(server: ApiServer) -> None:
     host = server.api.addr.rpartition(":")[0]
+    if not server.api.tls:
+        security = "plaintext"
+    elif server.api.tls_client_cafile:
+        security = "TLS, client certificates required"
+    else:
+        security = "TLS"
     log.info(
-        "waitroom API listening on %s:%d (reflection and grpc.health.v1 on), Redis %s",
+        "waitroom API listening on %s:%d (%s; reflection and grpc.health.v1 on), Redis %s",
         host,
         server.port,
+        security,
         server.common.redis_url,
     )
+    if server.health_server is not None:
+        health_host = server.api.health_addr.rpartition(":")[0]
+        log.info("grpc.health.v1 alone, plaintext, on %s:%d", health_host, server.health_port)
 
 
 @click.command()
@@ -49,8 +60,11 @@ def api() -> None:
         return
     try:
         run_process(serve(common, api_settings, on_started=_announce))
+    except SettingsError as exc:  # a certificate or key file (server_credentials)
+        fail(str(exc), RET_SETTINGS)
     except RuntimeError as exc:
         # grpc reports a port it cannot bind as RuntimeError.
-        fail(f"cannot serve on {api_settings.addr}: {exc}", RET_ERROR)
+        where = " or ".join(a for a in (api_settings.addr, api_settings.health_addr) if a)
+        fail(f"cannot serve on {where}: {exc}", RET_ERROR)
     log.info("waitroom API stopped")
     sys.exit(RET_OK)

@@ -1,5 +1,11 @@
 """Building, running and draining the gRPC server.
 
+TLS: given a certificate and key (``WAITROOM_API_TLS_CERTFILE``/``KEYFILE``) the API serves
+only TLS, and given a client CA (``WAITROOM_API_TLS_CLIENT_CAFILE``) it requires every caller to
+present a certificate that chains to it. Kubernetes' gRPC probes speak plaintext only, so
+``WAITROOM_API_HEALTH_ADDR`` adds a second, plaintext server that serves nothing but the same
+``grpc.health.v1`` servicer (it goes NOT_SERVING with the main one when draining).
+
 Shutdown: the first SIGTERM (or SIGINT) marks the process NOT_SERVING, stops accepting calls,
 and gives calls in flight ``grace_seconds`` to finish (open position streams, which never
 finish on their own, are cancelled when the grace period ends); then Redis is closed and the
@@ -13,15 +19,16 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from shared import signals
+from shared import secrets, signals
 from shared.connections import redis_client
 from shared.proto import waitroom_pb2_grpc
 from shared.scripts import Scripts
-from shared.settings import ApiSettings, CommonSettings
+from shared.settings import ApiSettings, CommonSettings, SettingsError
 from waitroom_api.health import SERVICE_NAME, HealthProbe, standard_health
 from waitroom_api.interceptors import MetricsInterceptor
 from waitroom_api.render import Renderer
@@ -38,27 +45,58 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 MAX_PENDING_CALLS = 20_000
 
 
+def server_credentials(api: ApiSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials from the settings' files, or None for plaintext.
+
+    The files are checked first (readable, PEM, the key belongs to the certificate): grpc
+    would only report a bad pair as a failed bind or failed handshakes. Raises SettingsError
+    naming the setting at fault.
+    """
+    if not api.tls:
+        return None
+    try:
+        secrets.check_key_pair(
+            "WAITROOM_API_TLS_CERTFILE",
+            api.tls_certfile,
+            "WAITROOM_API_TLS_KEYFILE",
+            api.tls_keyfile,
+            server=True,
+        )
+        chain = secrets.read_bytes("WAITROOM_API_TLS_CERTFILE", api.tls_certfile)
+        key = secrets.read_bytes("WAITROOM_API_TLS_KEYFILE", api.tls_keyfile)
+        client_ca = None
+        if api.tls_client_cafile:
+            secrets.check_ca("WAITROOM_API_TLS_CLIENT_CAFILE", api.tls_client_cafile)
+            client_ca = secrets.read_bytes("WAITROOM_API_TLS_CLIENT_CAFILE", api.tls_client_cafile)
+    except secrets.SecretError as exc:
+        raise SettingsError(str(exc)) from None
+    return grpc.ssl_server_credentials(
+        [(key, chain)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
+
+
 class ApiServer:
     """One API process: the gRPC server, its Redis client and the stream fan-out."""
 
     def __init__(self, common: CommonSettings, api: ApiSettings) -> None:
         self.common = common
         self.api = api
+        self.credentials = server_credentials(api)  # first: a bad file stops before anything
         self.redis = redis_client(common, max_connections=api.redis_connections)
         self.scripts = Scripts(self.redis)
         self.fanout = Fanout(self.redis, self.scripts, api)
         self.probe = HealthProbe(self.redis, common)
         renderer = Renderer(common.require_secret(), api.checkout_url, api.websocket_url)
         self.servicer = WaitroomServicer(self.scripts, self.fanout, renderer, self.probe, common)
-        self.server = aio.server(
-            interceptors=[MetricsInterceptor()],
-            options=[
-                ("grpc.so_reuseport", 1 if api.reuse_port else 0),
-                ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
-                ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
-            ],
-        )
+        options = [
+            ("grpc.so_reuseport", 1 if api.reuse_port else 0),
+            ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
+            ("grpc.server.max_pending_requests_hard_limit", MAX_PENDING_CALLS),
+        ]
+        self.server = aio.server(interceptors=[MetricsInterceptor()], options=options)
+        self.health_server = aio.server(options=options[:1]) if api.health_addr else None
         self.port = 0
+        self.health_port = 0
         self._health: Any = None
         self._stopping: asyncio.Task[None] | None = None
         self._signal_tasks: set[asyncio.Task[None]] = set()
@@ -72,7 +110,14 @@ class ApiServer:
             (SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         # grpc raises RuntimeError when it cannot bind.
-        self.port = self.server.add_insecure_port(self.api.addr)
+        if self.credentials is None:
+            self.port = self.server.add_insecure_port(self.api.addr)
+        else:
+            self.port = self.server.add_secure_port(self.api.addr, self.credentials)
+        if self.health_server is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self.health_server)
+            self.health_port = self.health_server.add_insecure_port(self.api.health_addr)
+            await self.health_server.start()
         await self.server.start()
         self.fanout.start()
         return self.port
@@ -91,6 +136,8 @@ class ApiServer:
 
     async def _stop(self, grace: float | None) -> None:
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(None)
         await self.fanout.close()
         await self.redis.aclose()
 
@@ -108,7 +155,10 @@ class ApiServer:
             await asyncio.shield(self._stopping)
 
     def __repr__(self) -> str:
-        return f"ApiServer(port={self.port}, draining={self.probe.draining}, {self.servicer!r})"
+        return (
+            f"ApiServer(port={self.port}, tls={self.api.tls}, draining={self.probe.draining}, "
+            f"{self.servicer!r})"
+        )
 
 
 async def serve(
