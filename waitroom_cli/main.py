@@ -54,10 +54,16 @@ def cli() -> None:
 @cli.command(name="settings")
 @json_option
 def show_settings(as_json: bool) -> None:
-    """Every WAITROOM_ variable, its default and meaning."""
-    rows = [row for cls in _SETTINGS_CLASSES for row in settings_mod.describe(cls)]
-    data = [{"variable": v, "default": d, "help": h} for v, d, h in rows]
-    emit(as_json, data, "\n".join(f"{v}={d!s:<32} {h}" for v, d, h in rows))
+    """Every WAITROOM_ variable: its value here, its default and meaning.
+
+    Secrets show only where they come from: (set), (from file) or (not set).
+    """
+    data = [row for cls in _SETTINGS_CLASSES for row in settings_mod.listing(cls)]
+    emit(
+        as_json,
+        data,
+        "\n".join(f"{r['variable']}={r['value']!s:<32} {r['help']}" for r in data),
+    )
 
 
 cli.add_command(event)
