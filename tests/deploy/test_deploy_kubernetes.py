@@ -285,7 +285,7 @@ def test_configuration_and_secret_references_resolve(objects: list[dict[str, Any
 
 
 def _secret_value(directory: Path) -> str:
-    (secret,) = by_kind(render(directory), "Secret").values()
+    secret = by_kind(render(directory), "Secret")["waitroom-jwt"]
     return base64.b64decode(secret["data"]["jwt-secret"]).decode()
 
 
@@ -361,8 +361,12 @@ def test_the_api_scales_on_cpu_and_has_grpc_probes(objects: list[dict[str, Any]]
     grpc_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
     address = _env(container)["WAITROOM_API_ADDR"]["value"]
     assert address.endswith(f":{grpc_port}")
+    # The kubelet's gRPC probes speak plaintext only: they use the health-only port, which
+    # stays plaintext when the API serves TLS.
+    health_port = next(p["containerPort"] for p in container["ports"] if p["name"] == "health")
+    assert _env(container)["WAITROOM_API_HEALTH_ADDR"]["value"].endswith(f":{health_port}")
     for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == grpc_port
+        assert container[probe]["grpc"]["port"] == health_port
 
 
 @pytest.mark.parametrize("process", ["admitter", "consumer"])
