@@ -186,18 +186,23 @@ def test_draining_shows_on_the_health_port_and_the_api_exits_0(
     assert code == RET_OK, api.log()
 
 
-def test_processes_share_a_tls_port_with_reuse_port(
+def test_processes_share_the_tls_and_health_ports_with_reuse_port(
     redis_url: str, pki: Pki, start: Callable[[dict[str, str]], ApiProcess]
 ) -> None:
-    first = start(tls_env(redis_url, pki))
-    env = {**tls_env(redis_url, pki), "WAITROOM_API_ADDR": first.address}
+    health = f"127.0.0.1:{free_port()}"
+    first = start(tls_env(redis_url, pki, WAITROOM_API_HEALTH_ADDR=health))
+    env = {
+        **tls_env(redis_url, pki, WAITROOM_API_HEALTH_ADDR=health),
+        "WAITROOM_API_ADDR": first.address,
+    }
     second = subprocess.Popen(API, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         assert second.stdout is not None
         line = second.stdout.readline().decode()
         assert f"listening on {first.address} (TLS;" in line, line
-        with secure(first.address, pki) as channel:
+        with secure(first.address, pki) as channel, grpc.insecure_channel(health) as probe:
             assert contract_health(channel).status == "SERVING"
+            assert health_status(probe) == 1
     finally:
         second.send_signal(signal.SIGTERM)
         try:
