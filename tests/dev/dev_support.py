@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from waitroom_dev.stack import stop_stack, waitroom_command
-from waitroom_dev.state import StackState, alive
+from waitroom_dev.stack.down import stop_stack
+from waitroom_dev.stack.state import StackState, alive
+from waitroom_dev.stack.up import waitroom_command
 
 READY_LINE = "waitroom dev stack is ready"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from dev_support import DevUp, cleanup, stack_pids, status, survivors, waitroom
 
-from waitroom_dev.state import StackState
+from waitroom_dev.stack.state import StackState
 
 USERS = 2000
 CAP = 150

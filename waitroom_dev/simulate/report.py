@@ -6,8 +6,7 @@ from collections import Counter
 from typing import Any
 
 from shared.sessions import Status
-from waitroom_dev.simulate import RunData
-from waitroom_dev.simulate_report import (
+from waitroom_dev.simulate.invariants import (
     Summary,
     UserOutcome,
     checkout_intervals,
@@ -17,6 +16,7 @@ from waitroom_dev.simulate_report import (
     rate_series,
     waiters,
 )
+from waitroom_dev.simulate.run import RunData
 
 EXAMPLES = 10  # offending users listed by name in the report
 

@@ -1,4 +1,4 @@
-"""``waitroom simulate``: a sale rehearsal against a running waitroom.
+"""The rehearsal's orchestration: ``Simulation`` runs one sale against a running waitroom.
 
 Users arrive (all at once, or steadily at a rate), join through the gRPC API and follow their
 status; a stand-in for the order service answers their admissions over Kafka. Meanwhile Redis
@@ -24,9 +24,10 @@ from shared.events import EventConfig, EventStore
 from shared.scripts import Scripts
 from shared.sessions import SessionRecord
 from shared.settings import CommonSettings, KafkaClientSettings
-from waitroom_dev.simulate_checkout import CheckoutPlan, CheckoutStandIn
-from waitroom_dev.simulate_report import Sample
-from waitroom_dev.simulate_users import Crowd, UserTrace
+from waitroom_dev.simulate.checkout import CheckoutPlan, CheckoutStandIn
+from waitroom_dev.simulate.invariants import Sample
+from waitroom_dev.simulate.progress import Progress
+from waitroom_dev.simulate.users import Crowd, UserTrace
 
 SAMPLE_SECONDS = 0.02  # cap check: ZCARD of the checkout set every 20 ms
 SERIES_SECONDS = 0.25  # one plot point every 250 ms
@@ -50,28 +51,6 @@ class SimulationConfig:
     timeout: float = 300.0
     seed: int | None = None
     kafka: KafkaClientSettings = field(default_factory=KafkaClientSettings)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A live view of the run for the terminal."""
-
-    elapsed: float
-    users: int
-    joined: int
-    queued: int
-    in_checkout: int
-    cap: int
-    done: int
-    join_rate: float
-    admit_rate: float
-
-    def line(self) -> str:
-        return (
-            f"{self.elapsed:6.1f}s  joined {self.joined}/{self.users}  queued {self.queued}  "
-            f"in checkout {self.in_checkout}/{self.cap}  done {self.done}  "
-            f"join {self.join_rate:.0f}/s  admit {self.admit_rate:.0f}/s"
-        )
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``waitroom dev up``: the whole waitroom on one machine, on embedded defaults.
+"""``waitroom dev up``'s stack: start, watch and stop the whole waitroom on one machine.
 
 Starts Redis and the Tansu broker, creates the topics and a demo event, and runs the API, the
 admitters and the consumer under supervisord. Everything it starts is its own child (in its
@@ -14,12 +14,10 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from shared import settings as settings_mod
@@ -28,86 +26,19 @@ from shared.errors import Code, WaitroomError
 from shared.events import EventConfig, EventStore
 from shared.settings import CommonSettings, ConsumerSettings
 from shared.timefmt import now_ms
-from waitroom_dev import supervise
-from waitroom_dev.services import Service, ServiceError, broker_service, free_port, redis_service
-from waitroom_dev.state import StackState, alive, is_ours, terminate, wait_gone
-
-# Tansu makes a consumer-group join wait half the session timeout, so the dev stack uses short
-# consumer timeouts (Apache Kafka would refuse a session under 6 s; Tansu does not).
-DEV_KAFKA_CLIENT = {
-    "WAITROOM_KAFKA_SESSION_TIMEOUT_MS": 2000,
-    "WAITROOM_KAFKA_HEARTBEAT_INTERVAL_MS": 600,
-    "WAITROOM_KAFKA_FETCH_MAX_WAIT_MS": 50,
-}
-# A developer's Ctrl-C should not wait production drain times.
-DEV_GRACE_SECONDS = 3
-READY_TIMEOUT = 60.0
-
-
-class StackError(RuntimeError):
-    """The stack could not start, or part of it died."""
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """What ``waitroom dev up`` was asked for."""
-
-    state_dir: Path
-    event_id: str = "concert1"
-    max_concurrent: int = 100
-    rate: float = 50.0
-    checkout_ttl: float = 60.0
-    admitters: int = 2
-    partitions: int = 4
-    redis_port: int = 6379
-    kafka_port: int = 9092
-    api_port: int = 50051
-    metrics_port: int = 9400
-    free_ports: bool = False
-
-
-@dataclass(frozen=True)
-class Ports:
-    redis: int
-    kafka: int
-    api: int
-    metrics: dict[str, int]  # program name -> port
-
-
-def program_names(admitters: int) -> list[str]:
-    return ["api", *(f"admitter-{i}" for i in range(1, admitters + 1)), "consumer"]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def choose_ports(options: StackOptions) -> Ports:
-    """Free ports for everything, or the requested ones after checking nobody holds them."""
-    names = program_names(options.admitters)
-    if options.free_ports:
-        picked: set[int] = set()
-        while len(picked) < 3 + len(names):
-            picked.add(free_port())
-        redis, kafka, api, *metrics = sorted(picked)
-        return Ports(redis, kafka, api, dict(zip(names, metrics, strict=True)))
-    ports = Ports(
-        options.redis_port,
-        options.kafka_port,
-        options.api_port,
-        {name: options.metrics_port + i for i, name in enumerate(names)},
-    )
-    wanted = {"Redis": ports.redis, "Kafka": ports.kafka, "gRPC API": ports.api}
-    wanted |= {f"{name} metrics": port for name, port in ports.metrics.items()}
-    busy = [f"{what} {port}" for what, port in wanted.items() if not _port_free(port)]
-    if busy:
-        raise StackError(f"port in use: {', '.join(busy)}; choose others or pass --free-ports")
-    return ports
+from waitroom_dev.services import Service, ServiceError, broker_service, redis_service
+from waitroom_dev.stack import supervise
+from waitroom_dev.stack.options import (
+    DEV_GRACE_SECONDS,
+    DEV_KAFKA_CLIENT,
+    READY_TIMEOUT,
+    Ports,
+    StackError,
+    StackOptions,
+    choose_ports,
+    program_names,
+)
+from waitroom_dev.stack.state import StackState, alive, wait_gone
 
 
 def waitroom_command() -> str:
@@ -378,34 +309,3 @@ def _write_private(path: Path, text: str) -> None:
 
 def _env(name: str, default: object) -> str:
     return os.environ.get(name) or str(default)
-
-
-def stop_stack(state: StackState, timeout: float) -> None:
-    """Stop a stack started by another ``waitroom dev up`` (``waitroom dev down``).
-
-    The owner is asked with SIGTERM and does the orderly stop itself; if it is gone (killed
-    without a chance to clean up), what it left behind is stopped here, drains first.
-    """
-    if is_ours(state.pid, "waitroom"):
-        if terminate(state.pid, timeout):
-            raise StackError(f"waitroom dev up (pid {state.pid}) did not stop; it was killed")
-        if not is_ours(state.supervisord_pid, "supervisord"):
-            return
-    program_pids: list[int] = []
-    with contextlib.suppress(OSError):
-        infos = supervise.SupervisorClient(Path(state.socket)).processes()
-        program_pids = [p.pid for p in infos if p.pid]
-    if is_ours(state.supervisord_pid, "supervisord"):
-        terminate(state.supervisord_pid, timeout)
-    for pid in program_pids:
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-    port_of = {
-        state.kafka_pid: state.bootstrap.rpartition(":")[2],
-        state.redis_pid: state.redis_url.rpartition(":")[2].partition("/")[0],
-    }
-    for pid, port in port_of.items():
-        if is_ours(pid, port):
-            terminate(pid, 10.0)
-    state.remove()
