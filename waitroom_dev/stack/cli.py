@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -88,7 +90,7 @@ def up(state_dir: Path, **options: Any) -> None:
         hint = f"stop it with `waitroom dev down --state-dir {state_dir}`"
         fail(f"a dev stack already runs from {state_dir} (pid {existing.pid}); {hint}")
     if existing is not None:
-        click.echo(f"cleaning up what an earlier stack (pid {existing.pid}) left running")
+        say(f"cleaning up what an earlier stack (pid {existing.pid}) left running")
         try:
             stop_stack(existing, timeout=15)
         except StackError as exc:
@@ -110,23 +112,46 @@ def up(state_dir: Path, **options: Any) -> None:
     try:
         state = stack.start()
         if not stop.is_set() and stack.wait_ready(stop):
-            click.echo(ready_banner(stack, state))
+            say(ready_banner(stack, state))
         while not stop.wait(0.5):
             problem = stack.dead_component()
             if problem:
-                click.echo(f"error: {problem}", err=True)
+                say(f"error: {problem}", err=True)
                 code = RET_ERROR
                 break
             for warning in stack.check_programs():
-                click.echo(f"warning: {warning}", err=True)
+                say(f"warning: {warning}", err=True)
     except Exception as exc:  # any failure to start: report it, then stop what did start
-        click.echo(f"error: {exc}", err=True)
+        say(f"error: {exc}", err=True)
         code = RET_ERROR
     finally:
-        click.echo("stopping the dev stack ...")
+        say("stopping the dev stack ...")
         stack.stop()
-        click.echo("stopped; nothing left running")
+        say("stopped; nothing left running")
     sys.exit(code)
+
+
+def say(text: str, *, err: bool = False) -> None:
+    """Print a line, or drop it when nobody reads any more.
+
+    After Ctrl-C on ``waitroom dev up | tee log`` the pipe's reader is gone and every write
+    raises; stopping the stack must never depend on being able to report it.
+    """
+    try:
+        click.echo(text, err=err)
+    except OSError:  # BrokenPipeError, or EIO from a terminal that went away
+        _discard(sys.stderr if err else sys.stdout)
+
+
+def _discard(stream: TextIO) -> None:
+    """Point ``stream`` at /dev/null, so neither later writes nor the flush at exit fail again
+    (the recipe in Python's signal documentation)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
 
 
 def ready_banner(stack: DevStack, state: StackState) -> str:

@@ -40,6 +40,10 @@ class StackOptions:
     api_port: int = 50051
     metrics_port: int = 9400
     free_ports: bool = False
+    #: Redis, the broker and supervisord die with ``dev up`` even when it is killed (Linux).
+    #: False behaves as on a platform without that, where only the state file is left to
+    #: clean up from; tests use it to leave a stack's processes behind on purpose.
+    die_with_parent: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from shared import settings as settings_mod
@@ -26,28 +26,24 @@ from shared.errors import Code, WaitroomError
 from shared.events import EventConfig, EventStore
 from shared.settings import CommonSettings, ConsumerSettings
 from shared.timefmt import now_ms
-from waitroom_dev.services import Service, ServiceError, broker_service, redis_service
+from waitroom_dev.services import (
+    Service,
+    ServiceError,
+    broker_service,
+    die_with_parent,
+    redis_service,
+)
 from waitroom_dev.stack import supervise
 from waitroom_dev.stack.options import (
     DEV_GRACE_SECONDS,
     DEV_KAFKA_CLIENT,
     READY_TIMEOUT,
-    Ports,
     StackError,
     StackOptions,
     choose_ports,
-    program_names,
 )
-from waitroom_dev.stack.state import StackState, alive, wait_gone
-
-
-def waitroom_command() -> str:
-    """The ``waitroom`` script of this interpreter (not a version manager's shim)."""
-    beside = shutil.which("waitroom", path=str(Path(sys.executable).parent))
-    found = beside or shutil.which("waitroom")
-    if not found:
-        raise StackError("the `waitroom` command is not installed: pip install -e '.[dev]'")
-    return found
+from waitroom_dev.stack.programs import env_or, supervised_programs
+from waitroom_dev.stack.state import StackState, alive, end_groups
 
 
 def api_healthy(target: str, timeout: float = 1.0) -> bool:
@@ -96,8 +92,11 @@ class DevStack:
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         ports = choose_ports(self.options)
         try:
-            self.redis = redis_service(self.state_dir, ports.redis).start()
-            self.kafka = broker_service(self.state_dir, ports.kafka).start()
+            orphans_die = self.options.die_with_parent
+            redis = redis_service(self.state_dir, ports.redis)
+            self.redis = replace(redis, die_with_parent=orphans_die).start()
+            kafka = broker_service(self.state_dir, ports.kafka)
+            self.kafka = replace(kafka, die_with_parent=orphans_die).start()
         except ServiceError as exc:
             raise StackError(str(exc)) from None
         secret = os.environ.get("WAITROOM_JWT_SECRET", "")
@@ -123,7 +122,7 @@ class DevStack:
             conf=str(self.state_dir / "supervisord.conf"),
             socket=str(supervise.socket_path(self.state_dir)),
             metrics=dict(ports.metrics),
-            kafka_client={k: int(_env(k, v)) for k, v in DEV_KAFKA_CLIENT.items()},
+            kafka_client={k: int(env_or(k, v)) for k, v in DEV_KAFKA_CLIENT.items()},
             started_ms=now_ms(),
         )
         self.state.save()  # from here on, `dev down` can find whatever is running
@@ -132,7 +131,7 @@ class DevStack:
         )
         self._create_event(common)
         conf = Path(self.state.conf)
-        programs = self._programs(common, ports)
+        programs = supervised_programs(self.options, common, ports)
         _write_private(conf, supervise.render_conf(self.state_dir, programs))  # holds the secret
         self.supervisord = self._start_supervisord(conf)
         self.state.supervisord_pid = self.supervisord.pid
@@ -163,35 +162,9 @@ class DevStack:
 
         asyncio.run(go())
 
-    def _programs(self, common: CommonSettings, ports: Ports) -> list[supervise.Program]:
-        base = {
-            "WAITROOM_REDIS_URL": common.redis_url,
-            "WAITROOM_KAFKA_BOOTSTRAP_SERVERS": common.kafka_bootstrap_servers,
-            "WAITROOM_JWT_SECRET": common.jwt_secret,
-            "WAITROOM_API_ADDR": f"127.0.0.1:{ports.api}",
-            # One API process: a stale API from another run must not share its port silently.
-            "WAITROOM_API_REUSE_PORT": "false",
-            "WAITROOM_LOG_LEVEL": _env("WAITROOM_LOG_LEVEL", "INFO"),
-        }
-        base |= {name: _env(name, value) for name, value in DEV_KAFKA_CLIENT.items()}
-        for process in ("API", "ADMITTER", "CONSUMER"):
-            name = f"WAITROOM_{process}_GRACE_SECONDS"
-            base[name] = _env(name, DEV_GRACE_SECONDS)
-        exe = waitroom_command()
-        stop_wait = DEV_GRACE_SECONDS + 5
-        programs = []
-        # supervisord starts low priorities first and stops high ones first: the API stops
-        # taking joins before the admitters and the consumer go.
-        for name in program_names(self.options.admitters):
-            kind = name.partition("-")[0]
-            priority = {"consumer": 10, "admitter": 20, "api": 30}[kind]
-            env = {**base, "WAITROOM_METRICS_PORT": str(ports.metrics[name])}
-            if kind == "consumer":
-                del env["WAITROOM_JWT_SECRET"]  # it never signs or checks a token
-            programs.append(supervise.Program(name, [exe, kind], env, priority, stop_wait))
-        return programs
-
     def _start_supervisord(self, conf: Path) -> subprocess.Popen[bytes]:
+        # SIGTERM, not SIGKILL: supervisord then stops its programs before it exits.
+        arm = die_with_parent(signal.SIGTERM) if self.options.die_with_parent else None
         out = (self.state_dir / "logs" / "supervisord.out").open("ab")
         try:
             return subprocess.Popen(
@@ -201,6 +174,7 @@ class DevStack:
                 stdin=subprocess.DEVNULL,
                 cwd=self.state_dir,
                 start_new_session=True,
+                preexec_fn=arm,
             )
         finally:
             out.close()
@@ -217,7 +191,7 @@ class DevStack:
                 raise StackError(problem)
             with contextlib.suppress(OSError):
                 infos = client.processes()
-                self.program_pids = {p.name: p.pid for p in infos if p.pid}
+                self._note_pids(infos)
                 for info in infos:
                     if info.state == "FATAL":
                         raise StackError(self._program_failure(info.name))
@@ -255,7 +229,7 @@ class DevStack:
             infos = supervise.SupervisorClient(Path(self.state.socket)).processes()
         except OSError:
             return []
-        self.program_pids.update({p.name: p.pid for p in infos if p.pid})
+        self._note_pids(infos)
         warnings = []
         for info in infos:
             if info.state == "FATAL" and info.name not in self._warned:
@@ -263,17 +237,31 @@ class DevStack:
                 warnings.append(self._program_failure(info.name))
         return warnings
 
+    def _note_pids(self, infos: list[supervise.ProcessInfo]) -> None:
+        """Keep the programs' pids, in the state file too: should supervisord die unseen, they
+        are how ``dev down`` and the next ``dev up`` find the programs it left."""
+        self.program_pids.update({p.name: p.pid for p in infos if p.pid})
+        if self.state is not None and self.state.programs != self.program_pids:
+            self.state.programs = dict(self.program_pids)
+            self.state.save()
+
     # --- stop -----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop everything this stack started, drains first; then remove the state file."""
-        self._stop_supervisord()
-        for service in (self.kafka, self.redis):
-            if service is not None:
-                if self.hurry.is_set():
-                    service.kill()
-                else:
-                    service.stop()
+        """Stop everything this stack started, drains first; then remove the state file.
+
+        Should one step fail, the next ones still run; the state file then stays behind, so
+        ``dev down`` or the next ``dev up`` can finish the job.
+        """
+        try:
+            self._stop_supervisord()
+        finally:
+            for service in (self.kafka, self.redis):
+                if service is not None:
+                    if self.hurry.is_set():
+                        service.kill()
+                    else:
+                        service.stop()
         if self.state is not None:
             self.state.remove()
 
@@ -292,11 +280,7 @@ class DevStack:
                 proc.kill()
             proc.wait()
         # supervisord gives each program its own process group; make sure none outlives it.
-        leftovers = [pid for pid in self.program_pids.values() if alive(pid)]
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        wait_gone(leftovers, 5.0)
+        end_groups([pid for pid in self.program_pids.values() if alive(pid)], grace=0)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -305,7 +289,3 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
-
-
-def _env(name: str, default: object) -> str:
-    return os.environ.get(name) or str(default)
