@@ -149,8 +149,9 @@ def simulate(
     """
     from shared.settings import CommonSettings
     from waitroom_dev.simulate.checkout import CheckoutPlan
+    from waitroom_dev.simulate.model import SimulationConfig
     from waitroom_dev.simulate.report import build, human
-    from waitroom_dev.simulate.run import Simulation, SimulationConfig, SimulationError
+    from waitroom_dev.simulate.run import Simulation, SimulationError
 
     state = StackState.load(state_dir)
     defaults = CommonSettings()
