@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.kafka import TOPIC_PARTITIONS
 from waitroom_dev.services import free_port
 
 # Tansu makes a consumer-group join wait half the session timeout, so the dev stack uses short
@@ -34,7 +35,7 @@ class StackOptions:
     rate: float = 50.0
     checkout_ttl: float = 60.0
     admitters: int = 2
-    partitions: int = 4
+    partitions: int = TOPIC_PARTITIONS
     redis_port: int = 6379
     kafka_port: int = 9092
     api_port: int = 50051
