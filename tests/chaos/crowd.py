@@ -255,7 +255,7 @@ class Crowd:
         ready = sum(1 for c in self.clients if c.ready_periods)
         final = sum(1 for c in self.clients if c.final)
         gave_up = sum(1 for c in self.clients if c.gave_up)
-        return {"joined": acked, "admitted": ready, "final": final, "gave_up": gave_up}
+        return {"joined": acked, "saw_ready": ready, "final": final, "gave_up": gave_up}
 
     def done(self) -> bool:
         return all(c.final or c.gave_up for c in self.clients)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,7 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
         )
         stop, faults_done = asyncio.Event(), asyncio.Event()
         crashed: list[str] = []
+        skipped: list[str] = []
 
         async def supervise() -> None:
             while not stop.is_set():
@@ -185,11 +187,15 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
 
         async def inject() -> None:
             await asyncio.sleep(config.first_fault_seconds)
-            for _ in range(config.rounds):
-                for fault in config.faults:
-                    say(f"fault {fault} at {crowd.now():.1f}s")
-                    await asyncio.to_thread(injector.inject, fault)
-                    await asyncio.sleep(config.fault_gap_seconds)
+            schedule = [f for _ in range(config.rounds) for f in config.faults]
+            for i, fault in enumerate(schedule):
+                if crowd.done():
+                    # A fault on an idle stack tests nothing the sale would see.
+                    skipped.extend(schedule[i:])
+                    break
+                say(f"fault {fault} at {crowd.now():.1f}s")
+                await asyncio.to_thread(injector.inject, fault)
+                await asyncio.sleep(config.fault_gap_seconds)
             faults_done.set()
 
         async def progress() -> None:
@@ -225,6 +231,7 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
             exits=stack.exits,
             bugs_logged=bugs_logged(stack),
         )
+        gave_up = [c for c in crowd.clients if c.gave_up]
         notes = {
             "drained": drained,
             "outbox_empty": relayed,
@@ -233,6 +240,10 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
             "checkout_decided": len(checkout.decided),
             "checkout_send_errors": checkout.errors,
             "process_starts": {w.name: w.starts for w in stack.workers},
+            "faults_skipped_after_the_sale": skipped,
+            # Users who never got an answer worth keeping: "join: NOT_FOUND" after the event
+            # vanished, "stream: NOT_FOUND" after their session did.
+            "gave_up": dict(Counter(": ".join(c.gave_up.split(": ")[:2]) for c in gave_up)),
         }
         return RunResult(
             config,
