@@ -17,11 +17,16 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from shared import settings as settings_mod
 from shared import signals
 from shared.connections import redis_client
+from shared.jwks import JwksServer
 from shared.proto import waitroom_pb2_grpc
 from shared.scripts import Scripts
-from shared.settings import ApiSettings, CommonSettings
+from shared.settings import ApiSettings, CommonSettings, EventServiceSettings, TokenKeySettings
+from shared.signing_keys import Keyring
+from shared.token import signer_for
+from waitroom_api.eventservice import EventDirectory, EventServiceClient
 from waitroom_api.health import SERVICE_NAME, HealthProbe, standard_health
 from waitroom_api.interceptors import MetricsInterceptor
 from waitroom_api.render import Renderer
@@ -41,15 +46,33 @@ MAX_PENDING_CALLS = 20_000
 class ApiServer:
     """One API process: the gRPC server, its Redis client and the stream fan-out."""
 
-    def __init__(self, common: CommonSettings, api: ApiSettings) -> None:
+    def __init__(
+        self,
+        common: CommonSettings,
+        api: ApiSettings,
+        *,
+        keys: TokenKeySettings | None = None,
+        events: EventServiceSettings | None = None,
+    ) -> None:
         self.common = common
         self.api = api
         self.redis = redis_client(common, max_connections=api.redis_connections)
         self.scripts = Scripts(self.redis)
         self.fanout = Fanout(self.redis, self.scripts, api)
         self.probe = HealthProbe(self.redis, common)
-        renderer = Renderer(common.require_secret(), api.checkout_url, api.websocket_url)
+        keys = keys or settings_mod.load(TokenKeySettings)
+        signer = signer_for(common, keys)
+        renderer = Renderer(signer, api.checkout_url, api.websocket_url)
         self.servicer = WaitroomServicer(self.scripts, self.fanout, renderer, self.probe, common)
+        self.jwks: JwksServer | None = None
+        if isinstance(signer, Keyring) and keys.jwks_port:
+            self.jwks = JwksServer(signer, keys.jwks_addr, keys.jwks_port)
+        events = events or settings_mod.load(EventServiceSettings)
+        if events.enabled:
+            client = EventServiceClient(events.addr.strip(), events.timeout_seconds)
+            self.servicer.events = EventDirectory(self.redis, self.scripts, client, events)
+        self._refresh_stop = asyncio.Event()
+        self._refresh: asyncio.Task[None] | None = None
         self.server = aio.server(
             interceptors=[MetricsInterceptor()],
             options=[
@@ -75,6 +98,10 @@ class ApiServer:
         self.port = self.server.add_insecure_port(self.api.addr)
         await self.server.start()
         self.fanout.start()
+        if self.jwks is not None:
+            self.jwks.start()
+        if self.servicer.events is not None:
+            self._refresh = asyncio.create_task(self.servicer.events.run(self._refresh_stop))
         return self.port
 
     async def stop(self, grace: float | None) -> None:
@@ -91,6 +118,13 @@ class ApiServer:
 
     async def _stop(self, grace: float | None) -> None:
         await self.server.stop(grace)
+        self._refresh_stop.set()
+        if self._refresh is not None:
+            await self._refresh
+        if self.servicer.events is not None:
+            await self.servicer.events.close()
+        if self.jwks is not None:
+            self.jwks.close()
         await self.fanout.close()
         await self.redis.aclose()
 
