@@ -1,5 +1,8 @@
 """``python -m bench NAME|all [--quick] [--json]``: run benchmarks, print the results table.
 
+``python -m bench chaos [--users N] [--faults ...] [--seed S] [--json]`` is the long chaos run
+(see ``bench/chaos.py``).
+
 Each benchmark starts its own Redis and broker on free local ports (and whichever waitroom
 processes it needs) and stops them when it ends. Exit status: 0 when every benchmark ran (met
 or not), 1 when one failed to run.
@@ -67,6 +70,13 @@ def run_one(name: str, opts: Options) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["chaos"]:
+        # The chaos run has options of its own (users, faults, seed) and is never part of
+        # `all`: it judges correctness under faults, not speed.
+        from bench.chaos import main as chaos
+
+        return chaos(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("name", choices=[*BENCHMARKS, "all"], help="which benchmark")
     parser.add_argument("--quick", action="store_true", help="small sizes: all in < 3 min")

@@ -33,7 +33,7 @@ def tuning(**changes: Any) -> KafkaClientSettings:
 def create_topics(bootstrap: str, extra: tuple[str, ...] = ()) -> None:
     topics = default_topics(ConsumerSettings())
     topics.update(dict.fromkeys(extra, 4))
-    ensure_topics(common(bootstrap), topics)
+    ensure_topics(common(bootstrap), topics, explicit=True)
 
 
 def count(bootstrap: str, topic: str, event_id: str, expected: int, timeout: float = 60) -> int:

@@ -1,11 +1,10 @@
-"""Building the Redis client every process uses, from settings, and the processes' logging.
+"""Building the Redis client every process uses, from settings.
 
 The Kafka clients are in ``shared.kafka``.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -32,11 +31,3 @@ def redis_client(settings: CommonSettings, *, max_connections: int | None = None
         settings.redis_url, max_connections=max_connections, timeout=10, **options
     )
     return Redis.from_pool(pool)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    logging.getLogger("kafka").setLevel(logging.ERROR)

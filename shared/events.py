@@ -112,7 +112,11 @@ class EventStore:
     async def update(self, event_id: str, **changes: Any) -> EventConfig:
         current = await self.get(event_id)
         config = replace(current, **changes).validate()
-        await self.scripts.save_event(event_id, "update", config.to_fields())
+        # Which fields an operator set: a refresh from the event service leaves those alone.
+        raw = await self.redis.hget(keys.config(event_id), "operator_set")
+        named = {n for n in _text(raw or "").split(",") if n} | set(changes)
+        fields = {**config.to_fields(), "operator_set": ",".join(sorted(named))}
+        await self.scripts.save_event(event_id, "update", fields)
         await self.redis.sadd(keys.EVENTS, event_id)
         return await self.get(event_id)
 

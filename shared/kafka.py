@@ -41,6 +41,23 @@ PROBE_SECONDS = 2.0
 #: A record to produce: (topic, key, value, headers).
 Record = tuple[str, bytes | None, bytes, list[tuple[str, bytes]]]
 
+# --- Topics as the old service had them (CONTRACT.md, "Defaults the old service used") -------
+#: Partitions of the checkout outcome topics: the order service keys them by event id, so this
+#: bounds how many consumer replicas share the work.
+CHECKOUT_PARTITIONS = 10
+#: The old service's partition counts of the topics it produced; ``default_topics`` adds the
+#: checkout topics under their configured names.
+OLD_SERVICE_PARTITIONS = {
+    messages.QUEUE_JOINED: 5,
+    messages.QUEUE_LEFT: 5,
+    messages.QUEUE_READY: 10,
+}
+#: The dead-letter topic is new; a trickle of messages needs no more than the smaller topics.
+DEAD_LETTER_PARTITIONS = 5
+#: Replicas per partition ``waitroom kafka create-topics`` asks for unless told otherwise: a
+#: producer's acks=all is only as safe as the replication behind it.
+DEFAULT_REPLICATION_FACTOR = 3
+
 
 def bootstrap_servers(settings: CommonSettings) -> list[str]:
     """The ``host:port`` entries of WAITROOM_KAFKA_BOOTSTRAP_SERVERS."""
@@ -202,8 +219,25 @@ def send_and_wait(producer: Any, records: Sequence[Record], timeout: float) -> N
         future.get(timeout=timeout)
 
 
-def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]:
-    """Create the topics that do not exist yet (name -> partitions); returns those created."""
+def ensure_topics(
+    settings: CommonSettings,
+    topics: dict[str, int],
+    *,
+    replication_factor: int = 1,
+    explicit: bool = False,
+) -> list[str]:
+    """Create the topics that do not exist yet (name -> partitions); returns those created.
+
+    A process calls this without ``explicit``: then it creates nothing unless
+    ``WAITROOM_KAFKA_AUTO_CREATE_TOPICS`` is on, so a production process never creates a topic
+    with one replica by accident (``waitroom kafka create-topics`` creates them properly).
+    Tools that exist to create topics (the dev stack, tests) pass ``explicit=True``.
+    """
+    # Imported here so this function's change stays one hunk apart from the client builders'.
+    from shared.settings import KafkaTopicSettings, load
+
+    if not explicit and not load(KafkaTopicSettings).auto_create:
+        return []
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
@@ -212,7 +246,7 @@ def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=parts, replication_factor=1)
+            NewTopic(name, num_partitions=parts, replication_factor=replication_factor)
             for name, parts in topics.items()
             if name not in existing
         ]
@@ -225,10 +259,16 @@ def ensure_topics(settings: CommonSettings, topics: dict[str, int]) -> list[str]
         admin.close()
 
 
-def default_topics(
-    consumer: ConsumerSettings, partitions: int = TOPIC_PARTITIONS
-) -> dict[str, int]:
-    """Every topic the waitroom produces or consumes, with a partition count."""
+def default_topics(consumer: ConsumerSettings, partitions: int | None = None) -> dict[str, int]:
+    """Every topic the waitroom produces or consumes, with a partition count: the old
+    service's (``OLD_SERVICE_PARTITIONS``) unless one count for all is given."""
+    counts = {
+        **OLD_SERVICE_PARTITIONS,
+        consumer.topic_completed: CHECKOUT_PARTITIONS,
+        consumer.topic_failed: CHECKOUT_PARTITIONS,
+        consumer.topic_expired: CHECKOUT_PARTITIONS,
+        consumer.dlq_topic: DEAD_LETTER_PARTITIONS,
+    }
     names = [
         *messages.PRODUCED_TOPICS,
         consumer.topic_completed,
@@ -236,7 +276,7 @@ def default_topics(
         consumer.topic_expired,
         consumer.dlq_topic,
     ]
-    return dict.fromkeys(names, partitions)
+    return {name: partitions or counts[name] for name in names}
 
 
 class KafkaThread:

@@ -82,3 +82,9 @@ def done(event_id: str) -> str:
 def lock(event_id: str) -> str:
     """String: the admitter replica that works this event now (``SET NX PX`` owner token)."""
     return _event(event_id, "lock")
+
+
+def event_service_refresh(event_id: str) -> str:
+    """String with ``PX``: held by the process that asked the event service about this event
+    last; while it exists no other process asks (one question per event per interval)."""
+    return _event(event_id, "refresh")

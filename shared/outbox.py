@@ -9,7 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import keys, messages
-from shared.token import admission_claims, mint
+from shared.token import Signer, admission_claims, mint
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ async def acknowledge(redis: Redis, event_id: str, entries: list[OutboxEntry]) -
     return int(await redis.xdel(keys.outbox(event_id), *[e.entry_id for e in entries]))
 
 
-def to_message(entry: OutboxEntry, secret: str, now_ms: int) -> messages.OutgoingMessage:
+def to_message(entry: OutboxEntry, secret: Signer, now_ms: int) -> messages.OutgoingMessage:
     """The contract message for an entry; ``queue.ready`` gets its checkout token minted here."""
     f = entry.fields
     event_id = str(f["event_id"])

@@ -31,6 +31,7 @@ _EVENT_SCRIPTS = (
     "finish",
     "purge",
     "event_save",
+    "event_sync",
 )
 _LOCK_SCRIPTS = ("lock_renew", "lock_release")
 
@@ -293,6 +294,13 @@ class Scripts:
         if _text(reply[1]) == "EXISTS":
             raise Refused(f"event {event_id!r} exists; use `waitroom event update` to change it")
         raise _error(_text(reply[1]))
+
+    async def sync_event(self, event_id: str, state: str, fields: dict[str, str]) -> bool:
+        """Record the event service's answer on an event configured from it, and set the
+        ``state`` it implies unless an operator set the state; True when the state changed."""
+        pairs = [item for pair in fields.items() for item in pair]
+        reply = await self._event("event_sync", event_id, state, *pairs)
+        return _text(reply[0]) == "OK" and int(reply[1]) == 1
 
     async def acquire_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         """Take a lock nobody holds (``SET NX PX``); renewing and releasing check ``token``."""

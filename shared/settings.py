@@ -469,3 +469,93 @@ class ConsumerSettings:
         "",
         "This replica's name in heartbeats (`waitroom consumer check`); empty: hostname-pid.",
     )
+
+
+# --- Replacing the old service in place: topics, asymmetric tokens, the event service --------
+
+
+@dataclass(frozen=True)
+class KafkaTopicSettings:
+    """Whether processes may create missing topics (``waitroom kafka create-topics`` always may)."""
+
+    auto_create: bool = setting(
+        "WAITROOM_KAFKA_AUTO_CREATE_TOPICS",
+        False,
+        "Let processes create missing topics (1 replica); for development and tests only. "
+        "Production topics come from `waitroom kafka create-topics`.",
+    )
+
+
+@dataclass(frozen=True)
+class TokenKeySettings:
+    """Asymmetric checkout tokens: where the signing keys are and where the JWKS is served."""
+
+    key_dir: str = setting(
+        "WAITROOM_JWT_KEY_DIR",
+        "",
+        "Directory of PEM private keys (Ed25519: EdDSA, P-256: ES256) named <kid>.pem, the kid "
+        "starting with the key's takeover time (`waitroom token new-key`); set, tokens are "
+        "signed with them instead of HS256 and the public keys are published as a JWKS.",
+    )
+    reload_seconds: float = setting(
+        "WAITROOM_JWT_KEY_RELOAD_SECONDS",
+        30.0,
+        "How often the key directory is re-read, so keys rotate without a restart (s).",
+        minimum=1,
+    )
+    jwks_port: int = setting(
+        "WAITROOM_JWKS_PORT",
+        0,
+        "Port serving /.well-known/jwks.json (the public keys); 0 turns it off.",
+        minimum=0,
+    )
+    jwks_addr: str = setting(
+        "WAITROOM_JWKS_ADDR", "0.0.0.0", "Address the JWKS document is served on."
+    )
+
+
+@dataclass(frozen=True)
+class EventServiceSettings:
+    """The link to TicketBottle's EventService, which configures events nobody created here."""
+
+    addr: str = setting(
+        "WAITROOM_EVENT_SERVICE_ADDR",
+        "",
+        "host:port of TicketBottle's EventService; set, a join for an unknown event configures "
+        "it from there. Empty: only `waitroom event create` configures events.",
+    )
+    timeout_seconds: float = setting(
+        "WAITROOM_EVENT_SERVICE_TIMEOUT_SECONDS",
+        2.0,
+        "Deadline of one question to the event service (s).",
+        minimum=0.05,
+    )
+    cache_seconds: float = setting(
+        "WAITROOM_EVENT_SERVICE_CACHE_SECONDS",
+        30.0,
+        "How long an answer (also 'not allowed') is reused before asking again (s).",
+        minimum=0,
+    )
+    refresh_seconds: float = setting(
+        "WAITROOM_EVENT_SERVICE_REFRESH_SECONDS",
+        20.0,
+        "How often events configured from the event service are re-read (a cancellation "
+        "or a changed sale end is applied within this) (s).",
+        minimum=1,
+    )
+    max_concurrent: int = setting(
+        "WAITROOM_EVENT_SERVICE_MAX_CONCURRENT",
+        100,
+        "Users in checkout at once for an event configured from the event service.",
+        minimum=1,
+    )
+    rate: float = setting(
+        "WAITROOM_EVENT_SERVICE_RATE",
+        10.0,
+        "Admission rate (users/s) for an event configured from the event service.",
+        minimum=0.001,
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.addr.strip())

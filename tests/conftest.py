@@ -69,6 +69,7 @@ def process_env(redis_url: str, bootstrap: str) -> dict[str, str]:
             "WAITROOM_KAFKA_HEARTBEAT_INTERVAL_MS": "600",
             "WAITROOM_KAFKA_FETCH_MAX_WAIT_MS": "50",
             "WAITROOM_LOG_LEVEL": "INFO",
+            "WAITROOM_KAFKA_AUTO_CREATE_TOPICS": "1",
         }
     )
     return env

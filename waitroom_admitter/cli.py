@@ -10,7 +10,7 @@ import click
 from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import RET_OK, RET_SETTINGS, check_heartbeats, fail, json_option, run_process
-from shared.connections import configure_logging
+from shared.logs import configure_logging
 from waitroom_admitter.worker import Admitter
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ def admitter(ctx: click.Context) -> None:
     except settings_mod.SettingsError as exc:
         fail(str(exc), RET_SETTINGS)
     configure_logging(common.log_level)
-    # kafka-python logs every failed reconnect; the relay logs an outage once, start and end.
-    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         metrics.serve(common.metrics_port, common.metrics_addr)
     except OSError as exc:

@@ -32,7 +32,9 @@ from shared.kafka import (
     probe_kafka,
     send_and_wait,
 )
-from shared.settings import CommonSettings, KafkaClientSettings
+from shared.settings import CommonSettings, KafkaClientSettings, TokenKeySettings, load
+from shared.timefmt import format_ms_precise
+from shared.token import signer_for
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,8 @@ class Relay:
         self.redis_outage = redis_outage
         self.dead_letter_topic = dead_letter_topic
         self.kafka_outage = Outage("Kafka", log, dependency="kafka")
-        self.secret = common.require_secret()
+        # The HS256 secret, or the keyring when WAITROOM_JWT_KEY_DIR is set.
+        self.secret = signer_for(common, load(TokenKeySettings))
         self._thread = KafkaThread()
         self._producer: Any = None
         self._dirty: set[str] = set()
@@ -206,6 +209,9 @@ class Relay:
         if self._producer is None:
             self._open()
         now_ms = int(time.time() * 1000)
+        # The old service's records carried a `timestamp` header (RFC 3339): consumers that
+        # read it rather than the body still find it.
+        stamp = ("timestamp", format_ms_precise(now_ms).encode("ascii"))
         records: list[Record] = []
         dead = 0
         for entry in entries:
@@ -215,7 +221,7 @@ class Relay:
                 message = self._dead_letter(event_id, entry, exc)
                 dead += 1
             header = (messages.MESSAGE_ID_HEADER, message.message_id.encode("utf-8"))
-            records.append((message.topic, message.key, message.value, [header]))
+            records.append((message.topic, message.key, message.value, [header, stamp]))
         send_and_wait(self._producer, records, self.tuning.request_timeout_ms / 1000)
         return dead
 

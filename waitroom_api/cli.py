@@ -10,7 +10,7 @@ import click
 from shared import metrics
 from shared import settings as settings_mod
 from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail, run_process
-from shared.connections import configure_logging
+from shared.logs import configure_logging
 from shared.settings import SettingsError
 from waitroom_api.server import ApiServer, serve
 

@@ -90,7 +90,7 @@ def record_state(
 class Renderer:
     """Builds responses; holds what they need beyond the record (the secret, URL templates)."""
 
-    secret: str
+    secret: token.Signer
     checkout_url: str
     websocket_url: str
 

@@ -25,10 +25,21 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from shared import secrets, signals
+from shared import settings as settings_mod
 from shared.connections import redis_client
+from shared.jwks import JwksServer
 from shared.proto import waitroom_pb2_grpc
 from shared.scripts import Scripts
-from shared.settings import ApiSettings, CommonSettings, SettingsError
+from shared.settings import (
+    ApiSettings,
+    CommonSettings,
+    EventServiceSettings,
+    SettingsError,
+    TokenKeySettings,
+)
+from shared.signing_keys import Keyring
+from shared.token import signer_for
+from waitroom_api.eventservice import EventDirectory, EventServiceClient
 from waitroom_api.health import SERVICE_NAME, HealthProbe, standard_health
 from waitroom_api.interceptors import MetricsInterceptor
 from waitroom_api.render import Renderer
@@ -78,7 +89,14 @@ def server_credentials(api: ApiSettings) -> grpc.ServerCredentials | None:
 class ApiServer:
     """One API process: the gRPC server, its Redis client and the stream fan-out."""
 
-    def __init__(self, common: CommonSettings, api: ApiSettings) -> None:
+    def __init__(
+        self,
+        common: CommonSettings,
+        api: ApiSettings,
+        *,
+        keys: TokenKeySettings | None = None,
+        events: EventServiceSettings | None = None,
+    ) -> None:
         self.common = common
         self.api = api
         self.credentials = server_credentials(api)  # first: a bad file stops before anything
@@ -86,8 +104,19 @@ class ApiServer:
         self.scripts = Scripts(self.redis)
         self.fanout = Fanout(self.redis, self.scripts, api)
         self.probe = HealthProbe(self.redis, common)
-        renderer = Renderer(common.require_secret(), api.checkout_url, api.websocket_url)
+        keys = keys or settings_mod.load(TokenKeySettings)
+        signer = signer_for(common, keys)
+        renderer = Renderer(signer, api.checkout_url, api.websocket_url)
         self.servicer = WaitroomServicer(self.scripts, self.fanout, renderer, self.probe, common)
+        self.jwks: JwksServer | None = None
+        if isinstance(signer, Keyring) and keys.jwks_port:
+            self.jwks = JwksServer(signer, keys.jwks_addr, keys.jwks_port)
+        events = events or settings_mod.load(EventServiceSettings)
+        if events.enabled:
+            client = EventServiceClient(events.addr.strip(), events.timeout_seconds)
+            self.servicer.events = EventDirectory(self.redis, self.scripts, client, events)
+        self._refresh_stop = asyncio.Event()
+        self._refresh: asyncio.Task[None] | None = None
         options = [
             ("grpc.so_reuseport", 1 if api.reuse_port else 0),
             ("grpc.server.max_pending_requests", MAX_PENDING_CALLS),
@@ -120,6 +149,10 @@ class ApiServer:
             await self.health_server.start()
         await self.server.start()
         self.fanout.start()
+        if self.jwks is not None:
+            self.jwks.start()
+        if self.servicer.events is not None:
+            self._refresh = asyncio.create_task(self.servicer.events.run(self._refresh_stop))
         return self.port
 
     async def stop(self, grace: float | None) -> None:
@@ -138,6 +171,13 @@ class ApiServer:
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(None)
+        self._refresh_stop.set()
+        if self._refresh is not None:
+            await self._refresh
+        if self.servicer.events is not None:
+            await self.servicer.events.close()
+        if self.jwks is not None:
+            self.jwks.close()
         await self.fanout.close()
         await self.redis.aclose()
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 from grpc import aio
 
 from shared import metrics
@@ -23,6 +24,7 @@ from shared.sessions import Status
 from shared.settings import CommonSettings
 from shared.timefmt import format_ms
 from waitroom_api.errors import streaming, unary, validate_ip, validate_user_agent
+from waitroom_api.eventservice import EventDirectory, EventServiceDown
 from waitroom_api.health import SERVICE_NAME, HealthProbe, package_version
 from waitroom_api.render import Renderer, session_state
 from waitroom_api.watcher import Fanout, Stream
@@ -39,6 +41,9 @@ _LEAVE_MESSAGES = {
 
 class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     """The contract's service on top of the scripts, the stream fan-out and the health probe."""
+
+    #: Set by the server when WAITROOM_EVENT_SERVICE_ADDR is: configures unknown events.
+    events: EventDirectory | None = None
 
     def __init__(
         self,
@@ -65,6 +70,11 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         # refused); the join script's record has no place for either yet.
         validate_user_agent(request.user_agent)
         validate_ip(request.ip_address)
+        if self.events is not None:  # an event nobody configured is asked of the event service
+            try:
+                await self.events.ensure(event_id, user_id)
+            except EventServiceDown as exc:
+                await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         joined = await self.scripts.join(event_id, user_id)
         # Only a configured event can create a session, so made-up ids never get a series.
         if joined.created:

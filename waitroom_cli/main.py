@@ -18,6 +18,9 @@ _SETTINGS_CLASSES = (
     settings_mod.ApiSettings,
     settings_mod.AdmitterSettings,
     settings_mod.ConsumerSettings,
+    settings_mod.KafkaTopicSettings,
+    settings_mod.TokenKeySettings,
+    settings_mod.EventServiceSettings,
 )
 
 
@@ -30,6 +33,7 @@ _LAZY = {
     "checkout": "waitroom_consumer.cli:checkout",
     "dev": "waitroom_dev.cli:dev",
     "simulate": "waitroom_dev.cli:simulate",
+    "kafka": "waitroom_cli.kafka:kafka",
 }
 
 

@@ -20,15 +20,14 @@ from shared.cli import (
     run_process,
     with_redis,
 )
-from shared.connections import configure_logging
 from shared.errors import WaitroomError
 from shared.ids import event_of_session
 from shared.kafka import bootstrap_servers, kafka_producer, probe_kafka
+from shared.logs import configure_logging
 from shared.messages import CHECKOUT_COMPLETED, CHECKOUT_EXPIRED, CHECKOUT_FAILED, checkout_message
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 from shared.timefmt import now_ms
-from waitroom_consumer.logs import throttle_kafka_logs
 
 
 def _settings() -> tuple[CommonSettings, KafkaClientSettings, ConsumerSettings]:
@@ -56,7 +55,6 @@ def consumer(ctx: click.Context) -> None:
 
     common, tuning, consumer_settings = _settings()
     configure_logging(common.log_level)
-    throttle_kafka_logs()
     metrics.serve(common.metrics_port, common.metrics_addr)
     sys.exit(run_process(Consumer(common, tuning, consumer_settings).run()))
 

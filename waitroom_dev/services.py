@@ -9,20 +9,50 @@ everything in memory, so a restart loses topics and offsets.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 
 class ServiceError(RuntimeError):
     """A local service could not be found or started."""
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def die_with_parent(sig: signal.Signals) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that makes the child receive ``sig`` when this process dies.
+
+    Without it a parent killed with SIGKILL leaves its servers running and holding their ports,
+    since each child runs in its own session. Linux only (``prctl(PR_SET_PDEATHSIG)``); None
+    elsewhere, where the state file is what lets the next run clean up. The kernel signals
+    when the *thread* that started the child exits, so call this from the main thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        # Runs in the child between fork and exec: only the call and a check, nothing to lock.
+        prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)  # the parent died before prctl took effect: nobody will signal us
+
+    return arm
 
 
 def free_port() -> int:
@@ -83,6 +113,8 @@ class Service:
     port: int
     args: list[str]
     log_path: Path
+    #: Killed when the process that started it dies (Linux), so no server outlives its owner.
+    die_with_parent: bool = False
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -97,6 +129,8 @@ class Service:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            # SIGKILL: Redis and the broker keep nothing worth a clean shutdown here.
+            preexec_fn=die_with_parent(signal.SIGKILL) if self.die_with_parent else None,
         )
         log.close()
         try:

@@ -1,4 +1,4 @@
-"""Regenerate the gRPC code and type stubs from ``waitroom.proto``.
+"""Regenerate the gRPC code and type stubs from ``waitroom.proto`` and ``event.proto``.
 
 Run from anywhere: ``python -m shared.proto.generate`` (``--check`` only compares, for CI).
 """
@@ -12,8 +12,13 @@ from pathlib import Path
 
 PROTO_DIR = Path(__file__).resolve().parent
 ROOT = PROTO_DIR.parent.parent
-PROTO = PROTO_DIR / "waitroom.proto"
-OUTPUTS = ("waitroom_pb2.py", "waitroom_pb2.pyi", "waitroom_pb2_grpc.py", "waitroom_pb2_grpc.pyi")
+#: Our contract, and the subset of TicketBottle's EventService the API calls.
+PROTOS = (PROTO_DIR / "waitroom.proto", PROTO_DIR / "event.proto")
+OUTPUTS = tuple(
+    f"{proto.stem}{suffix}"
+    for proto in PROTOS
+    for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+)
 
 
 def generate(out_root: Path) -> None:
@@ -27,7 +32,7 @@ def generate(out_root: Path) -> None:
         f"--mypy_out={out_root}",
         f"--grpc_python_out={out_root}",
         f"--mypy_grpc_out={out_root}",
-        str(PROTO.relative_to(ROOT)),
+        *(str(proto.relative_to(ROOT)) for proto in PROTOS),
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")

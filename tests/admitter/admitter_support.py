@@ -193,7 +193,7 @@ class TopicReader:
 
         # Created the way the admitter creates them, so the tap can start before it.
         settings = CommonSettings(kafka_bootstrap_servers=self.bootstrap)
-        ensure_topics(settings, dict.fromkeys(self.topics, TOPIC_PARTITIONS))
+        ensure_topics(settings, dict.fromkeys(self.topics, TOPIC_PARTITIONS), explicit=True)
         consumer = KafkaConsumer(
             bootstrap_servers=[self.bootstrap],
             enable_auto_commit=False,

@@ -3,9 +3,11 @@ unreachable or recovering Redis is UNAVAILABLE (the one rule in shared/backoff.p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import grpc
 import redis
-from api_support import ApiProcess, make_event, rpc_error
+from api_support import ApiProcess, api_env, make_event, rpc_error
 
 from shared import keys
 from shared.ids import ticket_of_session
@@ -14,8 +16,12 @@ from shared.proto.waitroom_pb2_grpc import WaitroomServiceStub
 
 
 def test_a_script_error_is_internal_and_logged_as_a_bug_not_an_outage(
-    stub: WaitroomServiceStub, redis_url: str, api_process: ApiProcess
+    redis_url: str, bootstrap: str, start_api: Callable[..., ApiProcess]
 ) -> None:
+    # A process of its own: the tracebacks this test provokes stay out of the shared API's log.
+    api_process = start_api(api_env(redis_url, bootstrap))
+    channel = grpc.insecure_channel(api_process.address)
+    stub = WaitroomServiceStub(channel)
     make_event(redis_url, "concert1")
     joined = stub.JoinQueue(pb.JoinQueueRequest(user_id="u1", event_id="concert1"))
     # A record the status script cannot decode: its cjson call raises inside Redis.
@@ -39,3 +45,4 @@ def test_a_script_error_is_internal_and_logged_as_a_bug_not_an_outage(
     # The process goes on serving.
     again = stub.JoinQueue(pb.JoinQueueRequest(user_id="u2", event_id="concert1"))
     assert again.position == 2
+    channel.close()

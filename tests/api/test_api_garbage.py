@@ -7,6 +7,7 @@ server exactly as given, as a broken or hostile client would send them.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -82,7 +83,13 @@ def test_garbage_is_invalid_argument_logged_once_and_timed(
 
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert details == f"WTR007 - the request is not a valid {method} message"
-    assert invalid_count(scrape(api_process), method) == before + (1 if timed else 0)
+    # The server records a call once it has sent the status, so the client may see the status
+    # first: wait (bounded) for the count rather than race it.
+    expected = before + (1 if timed else 0)
+    deadline = time.monotonic() + 10
+    while invalid_count(scrape(api_process), method) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert invalid_count(scrape(api_process), method) == expected
     logged = api_process.log()[len(log_before) :]
     assert "Traceback" not in logged
     lines = [line for line in logged.splitlines() if method in line]

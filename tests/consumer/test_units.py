@@ -10,12 +10,12 @@ import pytest
 
 from shared.ids import event_suffix
 from shared.kafka import KafkaUnreachable, probe_kafka
+from shared.logs import KafkaLogThrottle
 from shared.sessions import Status
 from shared.settings import ConsumerSettings
 from waitroom_consumer import deadletter
 from waitroom_consumer.broker import Message
 from waitroom_consumer.handler import outcomes, plan_batch
-from waitroom_consumer.logs import KafkaLogThrottle
 
 SETTINGS = ConsumerSettings(topic_completed="done-topic")
 SID = f"{'a' * 22}.17.{event_suffix('ev-1')}"

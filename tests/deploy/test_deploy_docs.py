@@ -32,6 +32,9 @@ READERS = {
     settings_mod.ApiSettings: "api",
     settings_mod.AdmitterSettings: "admitter",
     settings_mod.ConsumerSettings: "consumer",
+    settings_mod.KafkaTopicSettings: "admitter, consumer",
+    settings_mod.TokenKeySettings: "api, admitter",
+    settings_mod.EventServiceSettings: "api",
 }
 
 # Common settings that only some processes use.

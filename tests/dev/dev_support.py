@@ -6,13 +6,15 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from waitroom_dev.stack import stop_stack, waitroom_command
-from waitroom_dev.state import StackState, alive
+from waitroom_dev.stack.down import stop_stack
+from waitroom_dev.stack.programs import waitroom_command
+from waitroom_dev.stack.state import StackState, alive
 
 READY_LINE = "waitroom dev stack is ready"
 
@@ -20,6 +22,18 @@ READY_LINE = "waitroom dev stack is ready"
 def clean_env() -> dict[str, str]:
     """This environment without WAITROOM_ variables, so only the stack's own settings count."""
     return {k: v for k, v in os.environ.items() if not k.startswith("WAITROOM_")}
+
+
+def dev_up_command(state_dir: Path, *options: str) -> list[str]:
+    return [
+        waitroom_command(),
+        "dev",
+        "up",
+        "--free-ports",
+        "--state-dir",
+        str(state_dir),
+        *options,
+    ]
 
 
 class DevUp:
@@ -30,15 +44,7 @@ class DevUp:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [
-                waitroom_command(),
-                "dev",
-                "up",
-                "--free-ports",
-                "--state-dir",
-                str(state_dir),
-                *options,
-            ],
+            dev_up_command(state_dir, *options),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -125,3 +131,42 @@ def survivors(pids: dict[str, int], timeout: float = 10.0) -> dict[str, int]:
         if not left or time.monotonic() >= deadline:
             return left
         time.sleep(0.1)
+
+
+# Starts a stack as `dev up` does, prints its programs' pids, then dies by SIGKILL having stopped
+# nothing: a `dev up` killed on a platform without a parent-death signal.
+_LEAVE_BEHIND = """
+import json, os, signal, sys, threading
+from pathlib import Path
+from waitroom_dev.stack.options import StackOptions
+from waitroom_dev.stack.up import DevStack
+options = StackOptions(Path(sys.argv[1]), admitters=1, free_ports=True, die_with_parent=False)
+stack = DevStack(options)
+stack.start()
+assert stack.wait_ready(threading.Event())
+print(json.dumps(stack.program_pids), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def leave_a_stack_behind(state_dir: Path) -> dict[str, int]:
+    """Every process a killed ``dev up`` left running in ``state_dir``, by name."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LEAVE_BEHIND, str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env=clean_env(),
+        check=False,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    state = StackState.load(state_dir)
+    assert state is not None and not alive(state.pid)
+    programs: dict[str, int] = json.loads(done.stdout)
+    assert len(programs) == 3, programs  # api, admitter-1, consumer
+    return {
+        "redis": state.redis_pid,
+        "kafka": state.kafka_pid,
+        "supervisord": state.supervisord_pid,
+        **programs,
+    }

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from waitroom_dev import supervise
-from waitroom_dev.stack import StackError, StackOptions, choose_ports, program_names
+from waitroom_dev.stack import supervise
+from waitroom_dev.stack.options import StackError, StackOptions, choose_ports, program_names
 
 
 def _program(name: str, env: dict[str, str]) -> supervise.Program:

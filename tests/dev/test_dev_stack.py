@@ -1,20 +1,18 @@
 """The whole system in one command: `waitroom dev up`, a sale rehearsal against it, and a stop
 that leaves nothing running. Everything here runs as a user would run it, in subprocesses; the
-stack starts its own Redis and broker (not the session fixtures)."""
+stack starts its own Redis and broker (not the session fixtures). How the stack ends when it is
+killed or its output is gone: test_dev_lifecycle.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from dev_support import DevUp, cleanup, stack_pids, status, survivors, waitroom
 
-from waitroom_dev.state import StackState
+from waitroom_dev.stack.state import StackState
 
 USERS = 2000
 CAP = 150
@@ -74,28 +72,3 @@ def test_dev_up_runs_a_clean_rehearsal_and_stops_everything(tmp_path: Path) -> N
     assert "stopped; nothing left running" in stack.output
     assert survivors(pids) == {}
     assert StackState.load(state_dir) is None
-
-
-@pytest.mark.timeout(180)
-def test_dev_down_cleans_up_after_a_killed_dev_up(tmp_path: Path) -> None:
-    state_dir = tmp_path / "stack"
-    stack = DevUp(state_dir, "--admitters", "1")
-    try:
-        state = stack.wait_ready()
-        code, report = status(state_dir)
-        assert code == 0, report
-        pids = stack_pids(state, report)
-        # dev up dies without a chance to stop anything: its children keep running.
-        os.kill(state.pid, signal.SIGKILL)
-        stack.proc.wait(10)
-        time.sleep(0.5)
-        assert survivors(pids, timeout=0) == pids
-        code, report = status(state_dir)
-        assert code != 0 and not report["healthy"] and not report["dev_up"]["alive"]
-
-        down = waitroom("dev", "down", "--state-dir", str(state_dir), timeout=90)
-        assert down.returncode == 0, down.stderr
-        assert survivors(pids) == {}
-        assert StackState.load(state_dir) is None
-    finally:
-        cleanup(stack)

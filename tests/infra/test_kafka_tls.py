@@ -391,7 +391,7 @@ def test_every_client_is_built_with_the_options_and_kafka_python_knows_them(
     )
     shared_kafka.kafka_producer(common, tuning, client_id="t")
     shared_kafka.kafka_consumer(common, tuning, settings_mod.ConsumerSettings())
-    shared_kafka.ensure_topics(common, {"t": 1})
+    shared_kafka.ensure_topics(common, {"t": 1}, explicit=True)
     expected = shared_kafka.client_options(common)
     for name in ("producer", "consumer", "admin"):
         assert {k: built[name][k] for k in expected} == expected, name

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from shared.backoff import compute_backoff
+from shared.backoff import compute_backoff, pause
 from shared.proto import waitroom_pb2, waitroom_pb2_grpc
 from shared.sessions import Status
 
@@ -165,7 +165,7 @@ class Crowd:
                 if exc.code() not in _RETRYABLE or attempt == JOIN_ATTEMPTS - 1:
                     trace.join_error = code
                     return False
-                if await self._pause(compute_backoff(attempt, base=0.2, cap=3.0)):
+                if await pause(self.stopping, compute_backoff(attempt, base=0.2, cap=3.0)):
                     trace.join_error = code
                     return False
                 continue
@@ -180,17 +180,9 @@ class Crowd:
             return trace.ready_at is None
         return False
 
-    async def _pause(self, seconds: float) -> bool:
-        """Sleep, waking early when the run stops; True if it stopped."""
-        try:
-            await asyncio.wait_for(self.stopping.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
     async def _poll(self, stub: Any, trace: UserTrace) -> None:
         request = waitroom_pb2.GetQueueStatusRequest(session_id=trace.session_id)
-        while not await self._pause(self.poll_interval * self.rng.uniform(0.8, 1.2)):
+        while not await pause(self.stopping, self.poll_interval * self.rng.uniform(0.8, 1.2)):
             started = time.perf_counter()
             try:
                 response = await stub.GetQueueStatus(request, timeout=RPC_TIMEOUT)
@@ -234,5 +226,5 @@ class Crowd:
                 call.cancel()
             self.stats.reconnects += 1
             failures += 1
-            if await self._pause(compute_backoff(failures, base=0.2, cap=3.0)):
+            if await pause(self.stopping, compute_backoff(failures, base=0.2, cap=3.0)):
                 return

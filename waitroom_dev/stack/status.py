@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from waitroom_dev import supervise
-from waitroom_dev.state import StackState, alive
+from waitroom_dev.stack import supervise
+from waitroom_dev.stack.state import StackState, alive
 
 
 def _redis_answers(url: str) -> bool:

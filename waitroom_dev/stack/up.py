@@ -1,4 +1,4 @@
-"""``waitroom dev up``: the whole waitroom on one machine, on embedded defaults.
+"""``waitroom dev up``'s stack: start, watch and stop the whole waitroom on one machine.
 
 Starts Redis and the Tansu broker, creates the topics and a demo event, and runs the API, the
 admitters and the consumer under supervisord. Everything it starts is its own child (in its
@@ -12,14 +12,12 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 from shared import settings as settings_mod
@@ -29,95 +27,24 @@ from shared.events import EventConfig, EventStore
 from shared.kafka import default_topics, ensure_topics
 from shared.settings import CommonSettings, ConsumerSettings
 from shared.timefmt import now_ms
-from waitroom_dev import supervise
-from waitroom_dev.services import Service, ServiceError, broker_service, free_port, redis_service
-from waitroom_dev.state import StackState, alive, is_ours, terminate, wait_gone
-
-# Tansu makes a consumer-group join wait half the session timeout, so the dev stack uses short
-# consumer timeouts (Apache Kafka would refuse a session under 6 s; Tansu does not).
-DEV_KAFKA_CLIENT = {
-    "WAITROOM_KAFKA_SESSION_TIMEOUT_MS": 2000,
-    "WAITROOM_KAFKA_HEARTBEAT_INTERVAL_MS": 600,
-    "WAITROOM_KAFKA_FETCH_MAX_WAIT_MS": 50,
-}
-# A developer's Ctrl-C should not wait production drain times.
-DEV_GRACE_SECONDS = 3
-READY_TIMEOUT = 60.0
-
-
-class StackError(RuntimeError):
-    """The stack could not start, or part of it died."""
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """What ``waitroom dev up`` was asked for."""
-
-    state_dir: Path
-    event_id: str = "concert1"
-    max_concurrent: int = 100
-    rate: float = 50.0
-    checkout_ttl: float = 60.0
-    admitters: int = 2
-    partitions: int = 4
-    redis_port: int = 6379
-    kafka_port: int = 9092
-    api_port: int = 50051
-    metrics_port: int = 9400
-    free_ports: bool = False
-
-
-@dataclass(frozen=True)
-class Ports:
-    redis: int
-    kafka: int
-    api: int
-    metrics: dict[str, int]  # program name -> port
-
-
-def program_names(admitters: int) -> list[str]:
-    return ["api", *(f"admitter-{i}" for i in range(1, admitters + 1)), "consumer"]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def choose_ports(options: StackOptions) -> Ports:
-    """Free ports for everything, or the requested ones after checking nobody holds them."""
-    names = program_names(options.admitters)
-    if options.free_ports:
-        picked: set[int] = set()
-        while len(picked) < 3 + len(names):
-            picked.add(free_port())
-        redis, kafka, api, *metrics = sorted(picked)
-        return Ports(redis, kafka, api, dict(zip(names, metrics, strict=True)))
-    ports = Ports(
-        options.redis_port,
-        options.kafka_port,
-        options.api_port,
-        {name: options.metrics_port + i for i, name in enumerate(names)},
-    )
-    wanted = {"Redis": ports.redis, "Kafka": ports.kafka, "gRPC API": ports.api}
-    wanted |= {f"{name} metrics": port for name, port in ports.metrics.items()}
-    busy = [f"{what} {port}" for what, port in wanted.items() if not _port_free(port)]
-    if busy:
-        raise StackError(f"port in use: {', '.join(busy)}; choose others or pass --free-ports")
-    return ports
-
-
-def waitroom_command() -> str:
-    """The ``waitroom`` script of this interpreter (not a version manager's shim)."""
-    beside = shutil.which("waitroom", path=str(Path(sys.executable).parent))
-    found = beside or shutil.which("waitroom")
-    if not found:
-        raise StackError("the `waitroom` command is not installed: pip install -e '.[dev]'")
-    return found
+from waitroom_dev.services import (
+    Service,
+    ServiceError,
+    broker_service,
+    die_with_parent,
+    redis_service,
+)
+from waitroom_dev.stack import supervise
+from waitroom_dev.stack.options import (
+    DEV_GRACE_SECONDS,
+    DEV_KAFKA_CLIENT,
+    READY_TIMEOUT,
+    StackError,
+    StackOptions,
+    choose_ports,
+)
+from waitroom_dev.stack.programs import env_or, supervised_programs
+from waitroom_dev.stack.state import StackState, alive, end_groups
 
 
 def api_healthy(target: str, timeout: float = 1.0) -> bool:
@@ -166,8 +93,11 @@ class DevStack:
         (self.state_dir / "logs").mkdir(parents=True, exist_ok=True)
         ports = choose_ports(self.options)
         try:
-            self.redis = redis_service(self.state_dir, ports.redis).start()
-            self.kafka = broker_service(self.state_dir, ports.kafka).start()
+            orphans_die = self.options.die_with_parent
+            redis = redis_service(self.state_dir, ports.redis)
+            self.redis = replace(redis, die_with_parent=orphans_die).start()
+            kafka = broker_service(self.state_dir, ports.kafka)
+            self.kafka = replace(kafka, die_with_parent=orphans_die).start()
         except ServiceError as exc:
             raise StackError(str(exc)) from None
         secret = os.environ.get("WAITROOM_JWT_SECRET", "")
@@ -193,7 +123,7 @@ class DevStack:
             conf=str(self.state_dir / "supervisord.conf"),
             socket=str(supervise.socket_path(self.state_dir)),
             metrics=dict(ports.metrics),
-            kafka_client={k: int(_env(k, v)) for k, v in DEV_KAFKA_CLIENT.items()},
+            kafka_client={k: int(env_or(k, v)) for k, v in DEV_KAFKA_CLIENT.items()},
             started_ms=now_ms(),
         )
         self.state.save()  # from here on, `dev down` can find whatever is running
@@ -202,7 +132,7 @@ class DevStack:
         )
         self._create_event(common)
         conf = Path(self.state.conf)
-        programs = self._programs(common, ports)
+        programs = supervised_programs(self.options, common, ports)
         _write_private(conf, supervise.render_conf(self.state_dir, programs))  # holds the secret
         self.supervisord = self._start_supervisord(conf)
         self.state.supervisord_pid = self.supervisord.pid
@@ -233,35 +163,9 @@ class DevStack:
 
         asyncio.run(go())
 
-    def _programs(self, common: CommonSettings, ports: Ports) -> list[supervise.Program]:
-        base = {
-            "WAITROOM_REDIS_URL": common.redis_url,
-            "WAITROOM_KAFKA_BOOTSTRAP_SERVERS": common.kafka_bootstrap_servers,
-            "WAITROOM_JWT_SECRET": common.jwt_secret,
-            "WAITROOM_API_ADDR": f"127.0.0.1:{ports.api}",
-            # One API process: a stale API from another run must not share its port silently.
-            "WAITROOM_API_REUSE_PORT": "false",
-            "WAITROOM_LOG_LEVEL": _env("WAITROOM_LOG_LEVEL", "INFO"),
-        }
-        base |= {name: _env(name, value) for name, value in DEV_KAFKA_CLIENT.items()}
-        for process in ("API", "ADMITTER", "CONSUMER"):
-            name = f"WAITROOM_{process}_GRACE_SECONDS"
-            base[name] = _env(name, DEV_GRACE_SECONDS)
-        exe = waitroom_command()
-        stop_wait = DEV_GRACE_SECONDS + 5
-        programs = []
-        # supervisord starts low priorities first and stops high ones first: the API stops
-        # taking joins before the admitters and the consumer go.
-        for name in program_names(self.options.admitters):
-            kind = name.partition("-")[0]
-            priority = {"consumer": 10, "admitter": 20, "api": 30}[kind]
-            env = {**base, "WAITROOM_METRICS_PORT": str(ports.metrics[name])}
-            if kind == "consumer":
-                del env["WAITROOM_JWT_SECRET"]  # it never signs or checks a token
-            programs.append(supervise.Program(name, [exe, kind], env, priority, stop_wait))
-        return programs
-
     def _start_supervisord(self, conf: Path) -> subprocess.Popen[bytes]:
+        # SIGTERM, not SIGKILL: supervisord then stops its programs before it exits.
+        arm = die_with_parent(signal.SIGTERM) if self.options.die_with_parent else None
         out = (self.state_dir / "logs" / "supervisord.out").open("ab")
         try:
             return subprocess.Popen(
@@ -271,6 +175,7 @@ class DevStack:
                 stdin=subprocess.DEVNULL,
                 cwd=self.state_dir,
                 start_new_session=True,
+                preexec_fn=arm,
             )
         finally:
             out.close()
@@ -287,7 +192,7 @@ class DevStack:
                 raise StackError(problem)
             with contextlib.suppress(OSError):
                 infos = client.processes()
-                self.program_pids = {p.name: p.pid for p in infos if p.pid}
+                self._note_pids(infos)
                 for info in infos:
                     if info.state == "FATAL":
                         raise StackError(self._program_failure(info.name))
@@ -325,7 +230,7 @@ class DevStack:
             infos = supervise.SupervisorClient(Path(self.state.socket)).processes()
         except OSError:
             return []
-        self.program_pids.update({p.name: p.pid for p in infos if p.pid})
+        self._note_pids(infos)
         warnings = []
         for info in infos:
             if info.state == "FATAL" and info.name not in self._warned:
@@ -333,17 +238,31 @@ class DevStack:
                 warnings.append(self._program_failure(info.name))
         return warnings
 
+    def _note_pids(self, infos: list[supervise.ProcessInfo]) -> None:
+        """Keep the programs' pids, in the state file too: should supervisord die unseen, they
+        are how ``dev down`` and the next ``dev up`` find the programs it left."""
+        self.program_pids.update({p.name: p.pid for p in infos if p.pid})
+        if self.state is not None and self.state.programs != self.program_pids:
+            self.state.programs = dict(self.program_pids)
+            self.state.save()
+
     # --- stop -----------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Stop everything this stack started, drains first; then remove the state file."""
-        self._stop_supervisord()
-        for service in (self.kafka, self.redis):
-            if service is not None:
-                if self.hurry.is_set():
-                    service.kill()
-                else:
-                    service.stop()
+        """Stop everything this stack started, drains first; then remove the state file.
+
+        Should one step fail, the next ones still run; the state file then stays behind, so
+        ``dev down`` or the next ``dev up`` can finish the job.
+        """
+        try:
+            self._stop_supervisord()
+        finally:
+            for service in (self.kafka, self.redis):
+                if service is not None:
+                    if self.hurry.is_set():
+                        service.kill()
+                    else:
+                        service.stop()
         if self.state is not None:
             self.state.remove()
 
@@ -362,11 +281,7 @@ class DevStack:
                 proc.kill()
             proc.wait()
         # supervisord gives each program its own process group; make sure none outlives it.
-        leftovers = [pid for pid in self.program_pids.values() if alive(pid)]
-        for pid in leftovers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        wait_gone(leftovers, 5.0)
+        end_groups([pid for pid in self.program_pids.values() if alive(pid)], grace=0)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -375,38 +290,3 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(text)
-
-
-def _env(name: str, default: object) -> str:
-    return os.environ.get(name) or str(default)
-
-
-def stop_stack(state: StackState, timeout: float) -> None:
-    """Stop a stack started by another ``waitroom dev up`` (``waitroom dev down``).
-
-    The owner is asked with SIGTERM and does the orderly stop itself; if it is gone (killed
-    without a chance to clean up), what it left behind is stopped here, drains first.
-    """
-    if is_ours(state.pid, "waitroom"):
-        if terminate(state.pid, timeout):
-            raise StackError(f"waitroom dev up (pid {state.pid}) did not stop; it was killed")
-        if not is_ours(state.supervisord_pid, "supervisord"):
-            return
-    program_pids: list[int] = []
-    with contextlib.suppress(OSError):
-        infos = supervise.SupervisorClient(Path(state.socket)).processes()
-        program_pids = [p.pid for p in infos if p.pid]
-    if is_ours(state.supervisord_pid, "supervisord"):
-        terminate(state.supervisord_pid, timeout)
-    for pid in program_pids:
-        if alive(pid):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-    port_of = {
-        state.kafka_pid: state.bootstrap.rpartition(":")[2],
-        state.redis_pid: state.redis_url.rpartition(":")[2].partition("/")[0],
-    }
-    for pid, port in port_of.items():
-        if is_ours(pid, port):
-            terminate(pid, 10.0)
-    state.remove()

@@ -1,4 +1,4 @@
-"""``waitroom simulate``: a sale rehearsal against a running waitroom.
+"""The rehearsal's orchestration: ``Simulation`` runs one sale against a running waitroom.
 
 Users arrive (all at once, or steadily at a rate), join through the gRPC API and follow their
 status; a stand-in for the order service answers their admissions over Kafka. Meanwhile Redis
@@ -14,7 +14,6 @@ import random
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -23,74 +22,17 @@ from shared.connections import redis_client
 from shared.events import EventConfig, EventStore
 from shared.scripts import Scripts
 from shared.sessions import SessionRecord
-from shared.settings import CommonSettings, KafkaClientSettings
-from waitroom_dev.simulate_checkout import CheckoutPlan, CheckoutStandIn
-from waitroom_dev.simulate_report import Sample
-from waitroom_dev.simulate_users import Crowd, UserTrace
+from shared.settings import CommonSettings
+from waitroom_dev.simulate.checkout import CheckoutStandIn
+from waitroom_dev.simulate.invariants import Sample
+from waitroom_dev.simulate.model import RunData, SimulationConfig
+from waitroom_dev.simulate.progress import Progress, pause_reason, read_gate
+from waitroom_dev.simulate.users import Crowd, UserTrace
 
 SAMPLE_SECONDS = 0.02  # cap check: ZCARD of the checkout set every 20 ms
 SERIES_SECONDS = 0.25  # one plot point every 250 ms
 TRACK_SECONDS = 0.5
 STATUS_BATCH = 500
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    target: str
-    redis_url: str
-    bootstrap: str
-    event_id: str
-    users: int
-    arrival: str  # "burst" or "ramp"
-    rate: float  # joins per second when ramping
-    mode: str  # "poll", "stream" or "mixed"
-    plan: CheckoutPlan
-    poll_interval: float = 2.0
-    channels: int = 8
-    timeout: float = 300.0
-    seed: int | None = None
-    kafka: KafkaClientSettings = field(default_factory=KafkaClientSettings)
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A live view of the run for the terminal."""
-
-    elapsed: float
-    users: int
-    joined: int
-    queued: int
-    in_checkout: int
-    cap: int
-    done: int
-    join_rate: float
-    admit_rate: float
-
-    def line(self) -> str:
-        return (
-            f"{self.elapsed:6.1f}s  joined {self.joined}/{self.users}  queued {self.queued}  "
-            f"in checkout {self.in_checkout}/{self.cap}  done {self.done}  "
-            f"join {self.join_rate:.0f}/s  admit {self.admit_rate:.0f}/s"
-        )
-
-
-@dataclass
-class RunData:
-    """Everything a run gathered, handed to the report."""
-
-    config: SimulationConfig
-    run_id: str
-    event: EventConfig
-    started: float  # wall-clock seconds
-    ended: float
-    traces: list[UserTrace]
-    records: dict[str, SessionRecord]
-    samples: list[Sample]
-    max_in_checkout: int
-    sample_count: int
-    redis_errors: int
-    crowd: Crowd
-    stand_in: CheckoutStandIn
 
 
 class SimulationError(RuntimeError):
@@ -122,6 +64,7 @@ class Simulation:
         self.sample_count = 0
         self.redis_errors = 0
         self.in_checkout = 0
+        self.queue_length = 0
         self._started = 0.0
 
     def __repr__(self) -> str:
@@ -159,7 +102,7 @@ class Simulation:
             background = [
                 asyncio.create_task(self._sample(scripts)),
                 asyncio.create_task(self._track(scripts)),
-                asyncio.create_task(self._report_progress(event)),
+                asyncio.create_task(self._report_progress(redis, event)),
             ]
             try:
                 await self._drive(crowd)
@@ -290,6 +233,7 @@ class Simulation:
             queue_length, in_checkout = figures.queue_length, figures.in_checkout
             self.sample_count += 1
             self.in_checkout = int(in_checkout)
+            self.queue_length = int(queue_length)
             self.max_in_checkout = max(self.max_in_checkout, self.in_checkout)
             elapsed = time.time() - self._started
             if elapsed >= next_point:
@@ -297,7 +241,7 @@ class Simulation:
                 next_point = elapsed + SERIES_SECONDS
             await asyncio.sleep(SAMPLE_SECONDS)
 
-    async def _report_progress(self, event: EventConfig) -> None:
+    async def _report_progress(self, redis: Redis, event: EventConfig) -> None:
         last_joined = last_ready = 0
         last_time = time.time()
         while True:
@@ -307,6 +251,20 @@ class Simulation:
             ready = sum(1 for t in self.traces if t.ready_at is not None)
             settled = sum(1 for t in self.traces if t.session_id and t.settled)
             span = max(1e-6, now - last_time)
+            paused = None
+            try:
+                gate = await read_gate(redis, self.config.event_id)
+            except (RedisError, OSError):
+                self.redis_errors += 1  # this line goes without a reason; the next may have one
+            else:
+                arriving = len(self.traces) < self.config.users
+                paused = pause_reason(
+                    gate,
+                    queue_length=self.queue_length,
+                    arriving=arriving,
+                    admitted=ready - last_ready,
+                    seconds=span,
+                )
             self.progress(
                 Progress(
                     elapsed=now - self._started,
@@ -318,6 +276,7 @@ class Simulation:
                     done=len(self.final),
                     join_rate=(joined - last_joined) / span,
                     admit_rate=(ready - last_ready) / span,
+                    paused=paused,
                 )
             )
             last_joined, last_ready, last_time = joined, ready, now

@@ -1,8 +1,9 @@
-"""Keeping kafka-python's own error logs to a trickle during a broker outage.
+"""How every process logs, and keeping kafka-python's own error logs to a trickle.
 
 kafka-python logs every failed connect, fetch and metadata refresh at ERROR, about twenty lines a
-second while the broker is down; the consumer reports outages itself (once per outage), so
-kafka-python's lines are let through at most once per interval, with a count of those dropped.
+second while the broker is down; the processes report outages themselves (once per outage,
+``shared.backoff.Outage``), so kafka-python's lines are let through at most once per interval,
+with a count of those dropped: enough to see what the client itself said, never a flood.
 """
 
 from __future__ import annotations
@@ -41,3 +42,14 @@ def throttle_kafka_logs(interval: float = INTERVAL_SECONDS) -> None:
     throttle = KafkaLogThrottle(interval)
     for handler in logging.getLogger().handlers:
         handler.addFilter(throttle)
+
+
+def configure_logging(level: str) -> None:
+    """One line per record on stderr, at ``level`` (WAITROOM_LOG_LEVEL), kafka-python's errors
+    throttled."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    throttle_kafka_logs()

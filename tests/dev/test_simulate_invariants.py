@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from waitroom_dev.simulate_report import (
+from waitroom_dev.simulate.invariants import (
     Summary,
     UserOutcome,
     Waiter,

@@ -1,6 +1,7 @@
-"""The arithmetic of a sale rehearsal's report: percentiles, FIFO violations, peak checkout.
+"""The rehearsal's pure checks: FIFO violations, peak checkout concurrency, percentiles.
 
-Pure functions over plain numbers, so they can be checked on crafted inputs.
+Pure functions over plain records (``UserOutcome``, ``Sample``, ``Waiter``), so they can be
+checked on crafted inputs.
 """
 
 from __future__ import annotations

@@ -11,32 +11,10 @@ from typing import Any
 import click
 
 from shared.cli import RET_CONNECT, RET_ERROR, RET_INVALID, RET_OK, emit, fail, json_option
-from waitroom_dev.state import DEFAULT_STATE_DIR, StackState
+from waitroom_dev.simulate.progress import LiveProgress
+from waitroom_dev.stack.state import DEFAULT_STATE_DIR, StackState
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-
-
-class _Progress:
-    """Live progress on stderr: one updating line on a terminal, else a line every 5 s."""
-
-    def __init__(self, live: bool) -> None:
-        self.live = live
-        self.shown = False
-
-    @property
-    def every(self) -> float:
-        return 0.5 if self.live else 5.0
-
-    def __call__(self, progress: Any) -> None:
-        if self.live:
-            click.echo("\r\x1b[K" + progress.line(), nl=False, err=True)
-            self.shown = True
-        else:
-            click.echo(progress.line(), err=True)
-
-    def end(self) -> None:
-        if self.shown:
-            click.echo("", err=True)
 
 
 def _kafka_tuning(state: StackState | None) -> Any:
@@ -170,9 +148,10 @@ def simulate(
     lost), 4 otherwise.
     """
     from shared.settings import CommonSettings
-    from waitroom_dev.simulate import Simulation, SimulationConfig, SimulationError
-    from waitroom_dev.simulate_checkout import CheckoutPlan
-    from waitroom_dev.simulate_result import build, human
+    from waitroom_dev.simulate.checkout import CheckoutPlan
+    from waitroom_dev.simulate.model import SimulationConfig
+    from waitroom_dev.simulate.report import build, human
+    from waitroom_dev.simulate.run import Simulation, SimulationError
 
     state = StackState.load(state_dir)
     defaults = CommonSettings()
@@ -190,7 +169,7 @@ def simulate(
         kafka=_kafka_tuning(state),
         **options,
     )
-    progress = _Progress(live=sys.stderr.isatty() and not as_json)
+    progress = LiveProgress(live=sys.stderr.isatty() and not as_json)
     simulation = Simulation(config, progress, progress.every)
     started = time.monotonic()
     try:
@@ -203,7 +182,7 @@ def simulate(
     report = build(data)
     report["wall_seconds"] = round(time.monotonic() - started, 3)
     if plot is not None:
-        from waitroom_dev.simulate_plot import plot as draw
+        from waitroom_dev.simulate.plot import plot as draw
 
         draw(report, plot)
         report["plot"] = str(plot)

@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,7 @@ class StackState:
     socket: str
     metrics: dict[str, int] = field(default_factory=dict)  # program name -> metrics port
     kafka_client: dict[str, int] = field(default_factory=dict)  # consumer timeouts in use
+    programs: dict[str, int] = field(default_factory=dict)  # supervisord program -> pid seen
     started_ms: int = 0
 
     @staticmethod
@@ -117,3 +120,16 @@ def wait_gone(pids: list[int], timeout: float) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def end_groups(leaders: Iterable[int], grace: float) -> None:
+    """Stop the process groups ``leaders`` lead: SIGTERM, then SIGKILL what is left after
+    ``grace`` seconds (supervisord runs each program as a group leader, so its children go
+    too)."""
+    pids = list(leaders)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, sig)
+        if wait_gone(pids, grace if sig == signal.SIGTERM else 5.0):
+            return

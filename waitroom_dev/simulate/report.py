@@ -6,8 +6,7 @@ from collections import Counter
 from typing import Any
 
 from shared.sessions import Status
-from waitroom_dev.simulate import RunData
-from waitroom_dev.simulate_report import (
+from waitroom_dev.simulate.invariants import (
     Summary,
     UserOutcome,
     checkout_intervals,
@@ -17,6 +16,7 @@ from waitroom_dev.simulate_report import (
     rate_series,
     waiters,
 )
+from waitroom_dev.simulate.model import RunData
 
 EXAMPLES = 10  # offending users listed by name in the report
 
@@ -105,6 +105,7 @@ def build(data: RunData) -> dict[str, Any]:
         ],
         "checkout": {
             "cap": cap,
+            "rate_limit": data.event.rate,  # admissions per second the event allows
             "max_sampled": data.max_in_checkout,
             "max_from_records": peak_records,
             "samples": data.sample_count,
