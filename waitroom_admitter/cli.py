@@ -11,6 +11,8 @@ from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import RET_OK, RET_SETTINGS, check_heartbeats, fail, json_option, run_process
 from shared.logs import configure_logging
+from shared.signing_keys import KeyFileError
+from shared.token import signer_for
 from waitroom_admitter.worker import Admitter
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,12 @@ def admitter(ctx: click.Context) -> None:
         return
     try:
         common = settings_mod.load(settings_mod.CommonSettings)
-        common.require_secret()
+        signer = signer_for(common, settings_mod.load(settings_mod.TokenKeySettings))
         common.require_kafka_security()
         tuning = settings_mod.load(settings_mod.KafkaClientSettings)
         settings = settings_mod.load(settings_mod.AdmitterSettings)
         dead_letter_topic = settings_mod.load(settings_mod.ConsumerSettings).dlq_topic
-    except settings_mod.SettingsError as exc:
+    except (settings_mod.SettingsError, KeyFileError) as exc:
         fail(str(exc), RET_SETTINGS)
     configure_logging(common.log_level)
     try:
@@ -47,6 +49,7 @@ def admitter(ctx: click.Context) -> None:
         settings,
         replica_id=settings.replica_id,
         dead_letter_topic=dead_letter_topic,
+        signer=signer,
     )
     run_process(worker.run(handle_signals=True))
     sys.exit(RET_OK)

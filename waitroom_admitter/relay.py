@@ -32,9 +32,9 @@ from shared.kafka import (
     probe_kafka,
     send_and_wait,
 )
-from shared.settings import CommonSettings, KafkaClientSettings, TokenKeySettings, load
+from shared.settings import CommonSettings, KafkaClientSettings
 from shared.timefmt import format_ms_precise
-from shared.token import signer_for
+from shared.token import Signer
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class Relay:
         owned: Callable[[], Collection[str]],
         redis_outage: Outage,
         dead_letter_topic: str,
+        signer: Signer,
     ) -> None:
         self.redis = redis
         self.common = common
@@ -69,7 +70,7 @@ class Relay:
         self.dead_letter_topic = dead_letter_topic
         self.kafka_outage = Outage("Kafka", log, dependency="kafka")
         # The HS256 secret, or the keyring when WAITROOM_JWT_KEY_DIR is set.
-        self.secret = signer_for(common, load(TokenKeySettings))
+        self.secret = signer
         self._thread = KafkaThread()
         self._producer: Any = None
         self._dirty: set[str] = set()

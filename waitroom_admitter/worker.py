@@ -26,7 +26,10 @@ from shared.settings import (
     CommonSettings,
     ConsumerSettings,
     KafkaClientSettings,
+    TokenKeySettings,
+    load,
 )
+from shared.token import Signer, signer_for
 from waitroom_admitter import schedule
 from waitroom_admitter.admission import EventWorker
 from waitroom_admitter.clock import RedisClock
@@ -69,6 +72,7 @@ class Admitter:
         *,
         replica_id: str = "",
         dead_letter_topic: str = "",
+        signer: Signer | None = None,
     ) -> None:
         self.common = common
         self.tuning = tuning
@@ -91,6 +95,7 @@ class Admitter:
                 owned=lambda: self.owned.keys(),
                 redis_outage=self.redis_outage,
                 dead_letter_topic=dead_letter_topic or ConsumerSettings().dlq_topic,
+                signer=signer or signer_for(common, load(TokenKeySettings)),
             )
         self.wakeups = NotifyListener(
             self.redis,

@@ -12,6 +12,8 @@ from shared import settings as settings_mod
 from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail, run_process
 from shared.logs import configure_logging
 from shared.settings import SettingsError
+from shared.signing_keys import KeyFileError
+from shared.token import signer_for
 from waitroom_api.server import ApiServer, serve
 
 log = logging.getLogger("waitroom_api")
@@ -46,9 +48,11 @@ def api() -> None:
     """
     try:
         common = settings_mod.load(settings_mod.CommonSettings)
-        common.require_secret()
+        keys = settings_mod.load(settings_mod.TokenKeySettings)
+        signer = signer_for(common, keys)
+        events = settings_mod.load(settings_mod.EventServiceSettings)
         api_settings = settings_mod.load(settings_mod.ApiSettings)
-    except settings_mod.SettingsError as exc:
+    except (settings_mod.SettingsError, KeyFileError) as exc:
         fail(str(exc), RET_SETTINGS)
         return
     configure_logging(common.log_level)
@@ -59,7 +63,11 @@ def api() -> None:
         fail(f"cannot serve metrics on {where}: {exc}", RET_SETTINGS)
         return
     try:
-        run_process(serve(common, api_settings, on_started=_announce))
+
+        def build() -> ApiServer:
+            return ApiServer(common, api_settings, signer=signer, keys=keys, events=events)
+
+        run_process(serve(build, on_started=_announce))
     except SettingsError as exc:  # a certificate or key file (server_credentials)
         fail(str(exc), RET_SETTINGS)
     except RuntimeError as exc:

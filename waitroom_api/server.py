@@ -38,7 +38,7 @@ from shared.settings import (
     TokenKeySettings,
 )
 from shared.signing_keys import Keyring
-from shared.token import signer_for
+from shared.token import Signer, signer_for
 from waitroom_api.eventservice import EventDirectory, EventServiceClient
 from waitroom_api.health import SERVICE_NAME, HealthProbe, standard_health
 from waitroom_api.interceptors import MetricsInterceptor
@@ -94,6 +94,7 @@ class ApiServer:
         common: CommonSettings,
         api: ApiSettings,
         *,
+        signer: Signer | None = None,
         keys: TokenKeySettings | None = None,
         events: EventServiceSettings | None = None,
     ) -> None:
@@ -105,7 +106,7 @@ class ApiServer:
         self.fanout = Fanout(self.redis, self.scripts, api)
         self.probe = HealthProbe(self.redis, common)
         keys = keys or settings_mod.load(TokenKeySettings)
-        signer = signer_for(common, keys)
+        signer = signer or signer_for(common, keys)
         renderer = Renderer(signer, api.checkout_url, api.websocket_url)
         self.servicer = WaitroomServicer(self.scripts, self.fanout, renderer, self.probe, common)
         self.jwks: JwksServer | None = None
@@ -202,13 +203,11 @@ class ApiServer:
 
 
 async def serve(
-    common: CommonSettings,
-    api: ApiSettings,
-    *,
-    on_started: Callable[[ApiServer], None] | None = None,
+    build: Callable[[], ApiServer], *, on_started: Callable[[ApiServer], None] | None = None
 ) -> None:
-    """Run the API until SIGTERM/SIGINT, then drain and return."""
-    server = ApiServer(common, api)
+    """Build the server inside the running loop (grpc.aio binds to it), run it until
+    SIGTERM/SIGINT, then drain and return."""
+    server = build()
     remove_signals = signals.install(server.on_signal, log)
     try:
         await server.start()

@@ -147,7 +147,7 @@ class ChaosStack:
         self.redis.start()
         self.broker.start()
         settings = CommonSettings(kafka_bootstrap_servers=self.bootstrap)
-        ensure_topics(settings, default_topics(ConsumerSettings(), TOPIC_PARTITIONS))
+        ensure_topics(settings, default_topics(ConsumerSettings(), TOPIC_PARTITIONS), explicit=True)
         env = self.env()
         for kind, count in (("api", self.apis), ("admitter", self.admitters)):
             for i in range(count):

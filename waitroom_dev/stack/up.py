@@ -128,7 +128,9 @@ class DevStack:
         )
         self.state.save()  # from here on, `dev down` can find whatever is running
         self.topics_created = ensure_topics(
-            common, default_topics(settings_mod.load(ConsumerSettings), self.options.partitions)
+            common,
+            default_topics(settings_mod.load(ConsumerSettings), self.options.partitions),
+            explicit=True,
         )
         self._create_event(common)
         conf = Path(self.state.conf)
