@@ -82,3 +82,15 @@ def done(event_id: str) -> str:
 def lock(event_id: str) -> str:
     """String: the admitter replica that works this event now (``SET NX PX`` owner token)."""
     return _event(event_id, "lock")
+
+
+def audit(event_id: str) -> str:
+    """Stream: operators' changes to the event (who, where from, old and new values), trimmed
+    to a retention period and a cap (``shared.audit``)."""
+    return _event(event_id, "audit")
+
+
+def event_pattern(event_id: str) -> str:
+    """A SCAN pattern matching every key of the event, with glob characters escaped."""
+    escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in event_id)
+    return f"{PREFIX}:{{{escaped}}}:*"
