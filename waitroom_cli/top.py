@@ -9,6 +9,7 @@ terminal and over ssh; ``--json`` prints one snapshot for scripts.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -156,6 +157,12 @@ def render(snapshot: Snapshot) -> str:
     return "\n".join(lines)
 
 
+def frame(screen: str, terminal: bool) -> str:
+    """On a terminal, redraw in place (cursor home, clear); piped, one frame after another
+    with a blank line between, like ``top -b``."""
+    return _CLEAR + screen if terminal else screen + "\n"
+
+
 def to_json(snapshot: Snapshot) -> dict[str, Any]:
     data = asdict(snapshot)
     for row in data["events"]:
@@ -194,7 +201,7 @@ def top(interval: float, as_json: bool) -> None:
                 if problem is None:
                     raise
                 screen = f"waitroom top: {problem}; retrying every {interval:g} s"
-            click.echo(_CLEAR + screen, nl=True)
+            click.echo(frame(screen, sys.stdout.isatty()), color=True)
             await asyncio.sleep(interval)
 
     async def main() -> None:
