@@ -76,7 +76,7 @@ def test_refusals_are_clear_and_change_nothing(invoke: Invoke, event_id: str) ->
     assert bad.exit_code == RET_ERROR and "rate must be above 0" in bad.output
     assert json.loads(invoke("event", "show", event_id, "--json").output)["rate"] == 10.0
     invalid_id = invoke("event", "create", "a\x01b")
-    assert invalid_id.exit_code == RET_ERROR and "may hold only letters" in invalid_id.output
+    assert invalid_id.exit_code == RET_ERROR and "control character" in invalid_id.output
 
 
 def test_unreachable_redis_and_bad_settings_have_their_own_exit_codes(invoke: Invoke) -> None:
