@@ -10,9 +10,10 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.audit import Actor
 from shared.errors import Code, WaitroomError
-from shared.ids import validate_id
-from shared.scripts import Scripts
+from shared.ids import validate_event_id
+from shared.scripts import DeleteResult, Scripts
 
 
 def _text(value: bytes | str) -> str:
@@ -38,7 +39,7 @@ class EventConfig:
     updated_ms: int = 0
 
     def validate(self) -> EventConfig:
-        validate_id("event_id", self.event_id)
+        validate_event_id(self.event_id)
         problems = []
         if self.max_concurrent < 1:
             problems.append("max_concurrent must be at least 1")
@@ -102,26 +103,71 @@ class EventStore:
         self.redis = redis
         self.scripts = scripts or Scripts(redis)
 
-    async def create(self, config: EventConfig) -> EventConfig:
+    async def create(self, config: EventConfig, actor: Actor | None = None) -> EventConfig:
+        """Create the event; ``actor`` is who the audit trail names (default: a program,
+        recorded but not published; operator commands pass ``Actor.here``)."""
         config.validate()
-        await self.scripts.save_event(config.event_id, "create", config.to_fields())
+        who = actor or Actor.program("create")
+        await self.scripts.save_event(config.event_id, "create", config.to_fields(), who)
         # The set is a listing index in another hash slot; `update` repairs a missed add.
         await self.redis.sadd(keys.EVENTS, config.event_id)
         return await self.get(config.event_id)
 
-    async def update(self, event_id: str, **changes: Any) -> EventConfig:
+    async def change(
+        self, event_id: str, actor: Actor, *, reopen: bool = False, **changes: Any
+    ) -> tuple[EventConfig, int]:
+        """Apply ``changes``; the new config and how many fields really changed (0: none,
+        and nothing was written or recorded).
+
+        Raises:
+            Refused: a closed event would move to another state without ``reopen``.
+            WaitroomError: no such event (WTR006), or an invalid value (WTR007).
+        """
         current = await self.get(event_id)
         config = replace(current, **changes).validate()
+        fields = _only(config.to_fields(), changes)
         # Which fields an operator set: a refresh from the event service leaves those alone.
         raw = await self.redis.hget(keys.config(event_id), "operator_set")
-        named = {n for n in _text(raw or "").split(",") if n} | set(changes)
-        fields = {**config.to_fields(), "operator_set": ",".join(sorted(named))}
-        await self.scripts.save_event(event_id, "update", fields)
+        before = {n for n in _text(raw or "").split(",") if n}
+        named = before | set(changes)
+        if named != before:
+            fields["operator_set"] = ",".join(sorted(named))
+        changed = await self.scripts.save_event(event_id, "update", fields, actor, reopen=reopen)
         await self.redis.sadd(keys.EVENTS, event_id)
-        return await self.get(event_id)
+        return await self.get(event_id), changed
 
-    async def set_state(self, event_id: str, state: EventState) -> EventConfig:
-        return await self.update(event_id, state=state)
+    async def update(
+        self, event_id: str, actor: Actor | None = None, *, reopen: bool = False, **changes: Any
+    ) -> EventConfig:
+        config, _ = await self.change(
+            event_id, actor or Actor.program("update"), reopen=reopen, **changes
+        )
+        return config
+
+    async def set_state(
+        self, event_id: str, state: EventState, actor: Actor | None = None, *, reopen: bool = False
+    ) -> EventConfig:
+        """Move to ``state``; a closed event moves only with ``reopen`` (else ``Refused``),
+        since opening or pausing it lets new users join again."""
+        who = actor or Actor.program(_STATE_ACTIONS[state])
+        return await self.update(event_id, who, reopen=reopen, state=state)
+
+    async def delete(self, event_id: str, *, force: bool) -> DeleteResult:
+        """Forget the event: every key under its hash tag, its lock, its place in the listing.
+
+        Refused (``deleted`` False) while users wait or hold checkout slots, unless
+        ``force``; outbox messages not yet relayed are dropped (``outbox`` counts them).
+        The script removes the keys it knows in one step; a scan then removes any other key
+        under the event's tag, so keys added by later features are not left behind.
+        """
+        result = await self.scripts.delete_event(event_id, force=force)
+        if not result.deleted:
+            return result
+        await self.redis.srem(keys.EVENTS, event_id)
+        leftovers = [k async for k in self.redis.scan_iter(match=keys.event_pattern(event_id))]
+        if leftovers:
+            await self.redis.delete(*leftovers)
+        return result
 
     async def get(self, event_id: str) -> EventConfig:
         raw = await self.redis.hgetall(keys.config(event_id))
@@ -132,6 +178,16 @@ class EventStore:
     async def list_ids(self) -> list[str]:
         return sorted(_text(m) for m in await self.redis.smembers(keys.EVENTS))
 
+    async def list_configs(self) -> list[EventConfig]:
+        """Every listed event that has a configuration (an id whose delete was cut short
+        between the script and the listing's clean-up is skipped)."""
+        configs = []
+        for event_id in await self.list_ids():
+            raw = await self.redis.hgetall(keys.config(event_id))
+            if raw:
+                configs.append(EventConfig.from_fields(event_id, raw))
+        return configs
+
     async def stats(self, event_id: str) -> EventStats:
         status = await self.scripts.status(event_id, [])
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -139,3 +195,26 @@ class EventStore:
             pipe.get(keys.seq(event_id))
             backlog, seq = await pipe.execute()
         return EventStats(status.queue_length, status.in_checkout, int(backlog), int(seq or 0))
+
+
+_STATE_ACTIONS = {
+    EventState.OPEN: "resume",
+    EventState.PAUSED: "pause",
+    EventState.CLOSED: "close",
+}
+
+_FIELD_OF_CHANGE = {
+    "state": ("state",),
+    "max_concurrent": ("max_concurrent",),
+    "rate": ("rate",),
+    "checkout_ttl_seconds": ("checkout_ttl_ms",),
+    "session_ttl_seconds": ("session_ttl_ms",),
+    "max_queue": ("max_queue",),
+}
+
+
+def _only(fields: dict[str, str], changes: dict[str, Any]) -> dict[str, str]:
+    """The stored fields an update names, so the audit shows what the operator changed and a
+    field changed by someone else meanwhile is not written back."""
+    wanted = {f for name in changes for f in _FIELD_OF_CHANGE.get(name, (name,))}
+    return {k: v for k, v in fields.items() if k in wanted}

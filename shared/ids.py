@@ -122,3 +122,29 @@ def event_of_session(session_id: str) -> str:
     if not event_id or len(event_id) > MAX_ID_LENGTH:
         raise WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
     return event_id
+
+
+#: Event ids are chosen by operators and end up in Redis keys, metric labels, Kafka keys, URLs
+#: and shell commands: letters, digits, dot, underscore and dash only, so none of those needs
+#: quoting and no two ids look alike.
+EVENT_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+
+
+def validate_event_id(value: str, name: str = "event_id") -> str:
+    """Return ``value`` if it is a usable event id, else raise INVALID_ARGUMENT (WTR007).
+
+    1 to 128 of ``A-Z a-z 0-9 . _ -`` (``EVENT_ID_PATTERN``).
+    """
+    if not value:
+        raise WaitroomError(Code.INVALID_INPUT, f"{name} is required")
+    if len(value) > MAX_ID_LENGTH:
+        raise WaitroomError(
+            Code.INVALID_INPUT, f"{name} is {len(value)} characters; at most {MAX_ID_LENGTH}"
+        )
+    check_characters(name, value)  # a control or invisible character is named precisely
+    if not EVENT_ID_PATTERN.fullmatch(value):
+        raise WaitroomError(
+            Code.INVALID_INPUT,
+            f"{name} {value!r} may hold only letters, digits, '.', '_' and '-'",
+        )
+    return value

@@ -51,6 +51,8 @@ OLD_SERVICE_PARTITIONS = {
     messages.QUEUE_JOINED: 5,
     messages.QUEUE_LEFT: 5,
     messages.QUEUE_READY: 10,
+    # New: operators' changes to events, a trickle like the smaller topics.
+    messages.WAITROOM_AUDIT: 5,
 }
 #: The dead-letter topic is new; a trickle of messages needs no more than the smaller topics.
 DEAD_LETTER_PARTITIONS = 5

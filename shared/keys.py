@@ -88,3 +88,15 @@ def event_service_refresh(event_id: str) -> str:
     """String with ``PX``: held by the process that asked the event service about this event
     last; while it exists no other process asks (one question per event per interval)."""
     return _event(event_id, "refresh")
+
+
+def audit(event_id: str) -> str:
+    """Stream: operators' changes to the event (who, where from, old and new values), trimmed
+    to a retention period and a cap (``shared.audit``)."""
+    return _event(event_id, "audit")
+
+
+def event_pattern(event_id: str) -> str:
+    """A SCAN pattern matching every key of the event, with glob characters escaped."""
+    escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in event_id)
+    return f"{PREFIX}:{{{escaped}}}:*"

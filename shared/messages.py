@@ -20,7 +20,9 @@ QUEUE_READY = "queue.ready"
 CHECKOUT_COMPLETED = "checkout.completed"
 CHECKOUT_FAILED = "checkout.failed"
 CHECKOUT_EXPIRED = "checkout.expired"
-PRODUCED_TOPICS = (QUEUE_JOINED, QUEUE_LEFT, QUEUE_READY)
+#: Operators' changes to events (``shared.audit``), relayed from the outbox like the rest.
+WAITROOM_AUDIT = "waitroom.audit"
+PRODUCED_TOPICS = (QUEUE_JOINED, QUEUE_LEFT, QUEUE_READY, WAITROOM_AUDIT)
 CHECKOUT_TOPICS = (CHECKOUT_COMPLETED, CHECKOUT_FAILED, CHECKOUT_EXPIRED)
 MESSAGE_ID_HEADER = "message_id"
 # One encoder: json.dumps with non-default options builds a new one on every call.
@@ -221,3 +223,17 @@ def checkout_message(
     if topic == CHECKOUT_EXPIRED:
         body["expired_at"] = format_ms_precise(now_ms)
     return body
+
+
+def audit_message(fields: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """``waitroom.audit``: an operator's change to an event, as ``event_save.lua`` recorded
+    it (``changes`` maps each field to ``[old, new]``; old is null on create)."""
+    return {
+        "event_id": str(fields["event_id"]),
+        "action": str(fields["action"]),
+        "by": str(fields["by"]),
+        "host": str(fields["host"]),
+        "changes": fields.get("changes") or {},
+        "at": format_ms_precise(int(fields["at_ms"])),
+        "timestamp": format_ms_precise(now_ms),
+    }

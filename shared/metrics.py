@@ -104,3 +104,21 @@ def serve(port: int, addr: str) -> None:
     """
     if port:
         start_http_server(port, addr=addr.strip())
+
+
+# --- operator dashboards: Kafka consumer lag, Redis health ------------------------------------
+CONSUMER_LAG = Gauge(
+    "waitroom_consumer_lag_messages",
+    "Checkout messages not yet committed by the consumer group (end offset minus committed "
+    "offset), summed over the partitions this replica holds, per topic.",
+    ["topic"],
+)
+REDIS_MEMORY = Gauge(
+    "waitroom_redis_memory_bytes", "Redis used_memory (INFO memory), read every admitter sweep."
+)
+REDIS_MAXMEMORY = Gauge(
+    "waitroom_redis_maxmemory_bytes", "Redis maxmemory (INFO memory); 0 when unlimited."
+)
+REDIS_PING = Gauge(
+    "waitroom_redis_ping_seconds", "Round trip of one PING from the admitter, every sweep."
+)

@@ -18,6 +18,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from shared import keys
+from shared.audit import Actor
 from shared.errors import Code, Refused, WaitroomError
 from shared.ids import event_suffix, new_nonce, ticket_of_session
 from shared.sessions import SessionRecord, Status
@@ -32,6 +33,7 @@ _EVENT_SCRIPTS = (
     "purge",
     "event_save",
     "event_sync",
+    "event_delete",
 )
 _LOCK_SCRIPTS = ("lock_renew", "lock_release")
 
@@ -170,6 +172,16 @@ class AdmitResult:
     waits_ms: list[int]
 
 
+@dataclass(frozen=True)
+class DeleteResult:
+    """What ``event_delete`` found: whether it deleted, and what the event still held."""
+
+    deleted: bool
+    waiting: int
+    in_checkout: int
+    outbox: int
+
+
 class Scripts:
     """The scripts registered on one client; each method is one atomic round trip."""
 
@@ -281,18 +293,43 @@ class Scripts:
     async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:
         return int(await self._event("purge", event_id, retention_ms, limit))
 
-    async def save_event(self, event_id: str, mode: str, fields: dict[str, str]) -> None:
-        """Create (``mode`` "create") or change ("update") an event's configuration.
+    async def save_event(
+        self,
+        event_id: str,
+        mode: str,
+        fields: dict[str, str],
+        audit: Actor,
+        *,
+        reopen: bool = False,
+    ) -> int:
+        """Create (``mode`` "create") or change ("update") an event's configuration, and
+        record the change in its audit trail and outbox; returns how many fields changed.
 
-        Raises ``Refused`` when creating an event that exists, WTR008 when updating one that
-        does not.
+        Raises ``Refused`` when creating an event that exists or, without ``reopen``, moving a
+        closed event to another state; WTR008 when updating an event that does not exist.
         """
         pairs = [item for pair in fields.items() for item in pair]
-        reply = await self._event("event_save", event_id, mode, *pairs)
+        reply = await self._scripts["event_save"](
+            keys=[*event_keys(event_id), keys.audit(event_id)],
+            args=self._argv(
+                event_id,
+                mode,
+                audit.to_json(),
+                audit.retention_ms,
+                audit.max_entries,
+                "1" if reopen else "0",
+                *pairs,
+            ),
+        )
         if _text(reply[0]) != "ERR":
-            return
+            return int(reply[1])
         if _text(reply[1]) == "EXISTS":
             raise Refused(f"event {event_id!r} exists; use `waitroom event update` to change it")
+        if _text(reply[1]) == "CLOSED":
+            raise Refused(
+                f"event {event_id!r} is closed; this would let new users join again. "
+                "Pass --reopen if that is what you want"
+            )
         raise _error(_text(reply[1]))
 
     async def sync_event(self, event_id: str, state: str, fields: dict[str, str]) -> bool:
@@ -301,6 +338,18 @@ class Scripts:
         pairs = [item for pair in fields.items() for item in pair]
         reply = await self._event("event_sync", event_id, state, *pairs)
         return _text(reply[0]) == "OK" and int(reply[1]) == 1
+
+    async def delete_event(self, event_id: str, *, force: bool) -> DeleteResult:
+        """Delete every key of an event in one step; refused (``deleted`` False) while users
+        wait or hold checkout slots, unless ``force``."""
+        reply = await self._scripts["event_delete"](
+            keys=[*event_keys(event_id), keys.audit(event_id), keys.lock(event_id)],
+            args=self._argv(event_id, "1" if force else "0"),
+        )
+        if _text(reply[0]) == "ERR":
+            raise _error(_text(reply[1]))
+        counts = [int(x) for x in reply[1:4]]
+        return DeleteResult(_text(reply[0]) == "OK", *counts)
 
     async def acquire_lock(self, key: str, token: str, ttl_ms: int) -> bool:
         """Take a lock nobody holds (``SET NX PX``); renewing and releasing check ``token``."""

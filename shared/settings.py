@@ -3,17 +3,27 @@
 Each field names its variable and its meaning in ``metadata``; parsing is strict, and a bad
 value stops the process at start-up with a message that names the variable.
 ``waitroom settings`` prints them all, and docs/operations.md is written from the same list.
+
+A value comes from, highest first: a command-line flag of ``waitroom`` (``--redis-url``,
+``--kafka``), the environment, a settings file (``--env-file``, ``WAITROOM_ENV_FILE`` or
+``/etc/waitroom/waitroom.env``, the file the systemd unit loads), the running dev stack, or the
+field's default. The layers other than the environment are installed for one command by
+``layered`` (``shared.cli`` does it); ``origin`` says where a value came from.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import ipaddress
 import os
-import re
-from collections.abc import Mapping
+import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from shared import secrets
 
@@ -21,6 +31,21 @@ T = TypeVar("T")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+PREFIX = "WAITROOM_"
+
+#: ``WAITROOM_`` variables read outside the settings classes, so no typo warning names them.
+OTHER_VARIABLES = (
+    "WAITROOM_ENV_FILE",  # where the settings file is (shared.cli)
+    "WAITROOM_DEV_REDIS_SERVER",  # the dev stack's redis-server binary (waitroom_dev)
+    "WAITROOM_WRITE_DOCS",  # tests: rewrite the generated docs table
+)
+
+#: Where the systemd unit's settings file lives (deploy/supervisor/waitroom.service).
+SYSTEM_ENV_FILE = Path("/etc/waitroom/waitroom.env")
+
+ENVIRONMENT = "environment"
+DEFAULT = "default"
 
 
 class SettingsError(ValueError):
@@ -39,6 +64,77 @@ def setting(
         default=default,
         metadata={"env": env, "help": help, "minimum": minimum, "secret": secret},
     )
+
+
+@dataclass(frozen=True)
+class Layer:
+    """Values from one place other than the environment, and how to name that place."""
+
+    source: str
+    values: Mapping[str, str]
+
+
+# Installed by ``layered`` for the length of one command; empty in the processes.
+_above_env: list[Layer] = []
+_below_env: list[Layer] = []
+
+
+@contextlib.contextmanager
+def layered(above: list[Layer], below: list[Layer]) -> Iterator[None]:
+    """Let ``load`` read ``above`` before the environment and ``below`` after it."""
+    saved = list(_above_env), list(_below_env)
+    _above_env[:], _below_env[:] = above, below
+    try:
+        yield
+    finally:
+        _above_env[:], _below_env[:] = saved
+
+
+def lookup(name: str, environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(raw value, source)`` of variable ``name``, or None when only its default applies.
+
+    With ``environ``, that mapping alone is read (tests, generated docs).
+    """
+    if environ is not None:
+        return (environ[name], ENVIRONMENT) if name in environ else None
+    for layer in _above_env:
+        if name in layer.values:
+            return layer.values[name], layer.source
+    if name in os.environ:
+        return os.environ[name], ENVIRONMENT
+    for layer in _below_env:
+        if name in layer.values:
+            return layer.values[name], layer.source
+    return None
+
+
+def lookup_or_default(name: str) -> str:
+    """The raw value of ``name`` in effect, its default when it is set nowhere."""
+    found = lookup(name)
+    if found:
+        return found[0]
+    for cls in settings_classes():
+        for f in dataclasses.fields(cls):
+            if f.metadata["env"] == name:
+                return str(f.default)
+    raise KeyError(name)
+
+
+def _secret_view(name: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The secret ``name`` and its ``_FILE`` twin as the layers give them, for
+    ``shared.secrets``, which reads one or the other."""
+    view = {}
+    for variable in (name, name + secrets.FILE_SUFFIX):
+        found = lookup(variable, environ)
+        if found is not None:
+            view[variable] = found[0]
+    return view
+
+
+def origin(name: str) -> str:
+    """Where the value of ``name`` in effect comes from (``default`` when nowhere)."""
+    found = lookup(name)
+    return found[1] if found else DEFAULT
 
 
 def _parse(kind: str, name: str, raw: str, minimum: float | None) -> Any:
@@ -64,21 +160,39 @@ def _parse(kind: str, name: str, raw: str, minimum: float | None) -> Any:
 
 
 def load(cls: type[T], environ: Mapping[str, str] | None = None) -> T:
-    """Build ``cls`` from the environment (or ``environ``), strictly."""
-    env = os.environ if environ is None else environ
+    """Build ``cls`` from its variables (the layers above, or ``environ`` alone), strictly.
+
+    Raises:
+        SettingsError: a value cannot be parsed or is out of range; the message names the
+            variable.
+    """
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = f.metadata["env"]
         if f.metadata["secret"]:
             try:
-                found = secrets.read_secret(env, name)
+                found_secret = secrets.read_secret(_secret_view(name, environ), name)
             except secrets.SecretError as exc:
                 raise SettingsError(str(exc)) from None
-            if found.source is not secrets.Source.UNSET:
-                values[f.name] = found.value
-        elif name in env:
-            values[f.name] = _parse(str(f.type), name, env[name], f.metadata["minimum"])
+            if found_secret.source is not secrets.Source.UNSET:
+                values[f.name] = found_secret.value
+            continue
+        found = lookup(name, environ)
+        if found is not None:
+            values[f.name] = _parse(str(f.type), name, found[0], f.metadata["minimum"])
     return cls(**values)
+
+
+def settings_classes() -> list[type[Any]]:
+    """Every settings class of this module, in the order they are defined."""
+    return [
+        obj
+        for obj in vars(sys.modules[__name__]).values()
+        if isinstance(obj, type)
+        and dataclasses.is_dataclass(obj)
+        and all("env" in f.metadata for f in dataclasses.fields(obj))
+        and dataclasses.fields(obj)
+    ]
 
 
 def describe(cls: type[Any]) -> list[tuple[str, str, str]]:
@@ -93,40 +207,174 @@ def _help(f: dataclasses.Field[Any]) -> str:
     return text
 
 
-#: The password of a URL's user info (``redis://user:PASSWORD@host``), which a listing hides.
-_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]+@")
-
-
-def listing(cls: type[Any], environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Every setting of ``cls`` with the value this environment gives it, for ``waitroom
-    settings``: a secret's value is never shown, only where it comes from (``(set)``,
-    ``(from file)`` or ``(not set)``). Values are shown as written, not parsed, so a bad one
-    can be seen rather than stopping the listing."""
-    env = os.environ if environ is None else environ
-    rows = []
-    for f in dataclasses.fields(cls):
-        name = f.metadata["env"]
-        if f.metadata["secret"]:
-            value = secrets.secret_source(env, name).value
-        else:
-            value = _URL_PASSWORD.sub(r"\1(hidden)@", env.get(name, str(f.default)))
-        rows.append(
-            {
-                "variable": name,
-                "value": value,
-                "default": str(f.default),
-                "help": _help(f),
-                "secret": bool(f.metadata["secret"]),
-            }
-        )
-    return rows
-
-
 #: What kafka-python accepts as ``security_protocol``.
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 #: The SASL mechanisms offered: those kafka-python implements with a user name and password
 #: (kafka/net/sasl: PLAIN, and SCRAM with SHA-256 or SHA-512).
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def effective(cls: type[Any]) -> tuple[list[dict[str, str]], list[str]]:
+    """The value in effect of every field of ``cls`` as ``waitroom settings`` shows it
+    (secrets hidden), with its source and default, and the problems of the values set.
+    """
+    rows, problems = [], []
+    for f in dataclasses.fields(cls):
+        name, secret = f.metadata["env"], f.metadata.get("secret", False)
+        if secret:
+            rows.append(_secret_row(f))
+            continue
+        found = lookup(name)
+        raw, source = found if found else (str(f.default), DEFAULT)
+        if found:
+            try:
+                _parse(str(f.type), name, raw, f.metadata["minimum"])
+            except SettingsError as exc:
+                problems.append(str(exc))
+        rows.append(
+            {
+                "variable": name,
+                "value": shown(name, raw, secret),
+                "source": source,
+                "default": str(f.default),
+                "help": f.metadata["help"],
+                "secret": False,
+            }
+        )
+    if not problems:
+        try:
+            load(cls)
+        except SettingsError as exc:
+            problems.append(str(exc))
+    return rows, problems
+
+
+def _secret_row(f: dataclasses.Field[Any]) -> dict[str, Any]:
+    """A secret's row: never its value, only where it would be read from."""
+    name = f.metadata["env"]
+    file_found = lookup(name + secrets.FILE_SUFFIX)
+    found = lookup(name)
+    if file_found is not None:
+        value, source = "(from file)", file_found[1]
+    elif found is not None:
+        value, source = "(set)", found[1]
+    else:
+        value, source = "(not set)", DEFAULT
+    return {
+        "variable": name,
+        "value": value,
+        "source": source,
+        "default": "",
+        "help": _help(f),
+        "secret": True,
+    }
+
+
+def known_variables() -> list[str]:
+    """Every ``WAITROOM_`` variable something reads."""
+    fields = [f for c in settings_classes() for f in dataclasses.fields(c)]
+    names = [f.metadata["env"] for f in fields]
+    names += [f.metadata["env"] + secrets.FILE_SUFFIX for f in fields if f.metadata["secret"]]
+    return [*names, *OTHER_VARIABLES]
+
+
+def unknown_variables(names: list[str]) -> list[str]:
+    """A warning for each ``WAITROOM_`` name that no setting knows, naming the closest one.
+
+    A typo such as ``WAITROOM_REDSI_URL`` would otherwise leave the real setting at its
+    default without a word.
+    """
+    known = known_variables()
+    warnings = []
+    for name in sorted(set(names)):
+        if not name.startswith(PREFIX) or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
+        hint = f"did you mean {close[0]}?" if close else "see `waitroom settings`"
+        warnings.append(f"{name} is not a waitroom setting and is ignored; {hint}")
+    return warnings
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``, for messages and listings."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:
+        return url
+
+
+def shown(name: str, value: Any, secret: bool) -> str:
+    """How ``waitroom settings`` and messages show a value: secrets never, URLs without
+    their password."""
+    text = str(value)
+    if secret:
+        return f"(set, {len(text.encode())} bytes)" if text else ""
+    return redact_url(text) if "://" in text else text
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """``NAME=value`` lines of a settings file, in the systemd ``EnvironmentFile`` format
+    (comments, blank lines, an optional ``export``, optional matching quotes).
+
+    Raises:
+        SettingsError: the file cannot be read or a line is not ``NAME=value``.
+    """
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"settings file {path}: {exc}") from None
+    values: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = line.removeprefix("export ").strip()
+        name, sep, value = line.partition("=")
+        name = name.strip()
+        if not sep or not name.isidentifier():
+            raise SettingsError(f"settings file {path}, line {number}: not NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name] = value
+    return values
+
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _check_redis_url(url: str) -> None:
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]
+        parts = urlsplit(url)
+        database = parts.path.strip("/")
+        if parts.scheme != "unix" and database and not database.isdigit():
+            raise ValueError(f"the database {database!r} is not a number")
+        if parts.scheme in ("redis", "rediss") and not parts.hostname:
+            raise ValueError("no host")
+    except ValueError as exc:
+        raise SettingsError(
+            f"WAITROOM_REDIS_URL={redact_url(url)!r} is not a Redis URL ({exc}); "
+            "e.g. redis://host:6379/0, rediss://host:6380/0, unix:///path/redis.sock"
+        ) from None
+
+
+def _check_bootstrap(servers: str) -> None:
+    for server in (s.strip() for s in servers.split(",")):
+        if not server:
+            continue
+        host, sep, port = server.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise SettingsError(
+                f"WAITROOM_KAFKA_BOOTSTRAP_SERVERS={servers!r}: {server!r} is not host:port"
+            )
 
 
 @dataclass(frozen=True)
@@ -198,6 +446,13 @@ class CommonSettings:
     )
 
     def __post_init__(self) -> None:
+        _check_redis_url(self.redis_url)
+        _check_bootstrap(self.kafka_bootstrap_servers)
+        if self.log_level.strip().upper() not in _LOG_LEVELS:
+            raise SettingsError(
+                f"WAITROOM_LOG_LEVEL={self.log_level!r} is not a level; "
+                f"one of {', '.join(_LOG_LEVELS)}"
+            )
         self._check_kafka_security()
         try:
             ipaddress.ip_address(self.metrics_addr.strip())

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from dataclasses import dataclass
 
 from shared import heartbeats, keys, metrics, signals
@@ -212,7 +213,17 @@ class Admitter:
         await self._rebalance(event_ids, live)
         for event_id in list(self.owned):
             await self._upkeep(event_id)
+        await self._measure_redis()
         self.sweeps += 1
+
+    async def _measure_redis(self) -> None:
+        """Redis memory and one PING round trip, for the dashboard: two small reads a sweep."""
+        started = time.perf_counter()
+        await self.redis.ping()
+        metrics.REDIS_PING.set(time.perf_counter() - started)
+        memory = await self.redis.info("memory")
+        metrics.REDIS_MEMORY.set(int(memory.get("used_memory", 0)))
+        metrics.REDIS_MAXMEMORY.set(int(memory.get("maxmemory", 0)))
 
     async def _rebalance(self, event_ids: list[str], live_replicas: int) -> None:
         """Let go of deleted events and of more than a fair share; take free events up to it."""

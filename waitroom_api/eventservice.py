@@ -32,6 +32,7 @@ from grpc import aio
 from redis.asyncio import Redis
 
 from shared import keys
+from shared.audit import Actor
 from shared.backoff import Outage, bug, compute_backoff, is_transient, pause
 from shared.errors import Code, Refused, WaitroomError
 from shared.events import EventConfig, EventState
@@ -287,7 +288,8 @@ class EventDirectory:
         ).validate()
         try:
             fields = {**config.to_fields(), **remote.fields(now_ms)}
-            await self.scripts.save_event(remote.event_id, "create", fields)
+            actor = Actor.program("create from the event service")
+            await self.scripts.save_event(remote.event_id, "create", fields, actor)
             self.configured += 1
             log.info("event %s configured from the event service: %s", remote.event_id, config)
         except Refused:

@@ -16,7 +16,7 @@ from grpc import aio
 
 from shared import metrics
 from shared.backoff import Outage
-from shared.ids import event_of_session, validate_id
+from shared.ids import event_of_session, validate_event_id, validate_id
 from shared.proto import waitroom_pb2 as pb
 from shared.proto import waitroom_pb2_grpc
 from shared.scripts import LeaveOutcome, Scripts
@@ -65,7 +65,7 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         self, request: pb.JoinQueueRequest, context: Context
     ) -> pb.JoinQueueResponse:
         user_id = validate_id("user_id", request.user_id)
-        event_id = validate_id("event_id", request.event_id)
+        event_id = validate_event_id(request.event_id)
         # Checked so junk is refused before any script runs (a long user agent is cut, not
         # refused); the join script's record has no place for either yet.
         validate_user_agent(request.user_agent)

@@ -1,4 +1,4 @@
-"""``waitroom event``: configure the events the waitroom guards."""
+"""``waitroom event``: configure the events the waitroom guards, and read who changed them."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ from typing import Any, TypeVar
 
 import click
 
-from shared.cli import emit, json_option, with_redis
-from shared.events import EventConfig, EventState, EventStore
-from shared.scripts import Scripts
-from shared.timefmt import format_ms
+from shared import audit
+from shared.audit import Actor
+from shared.cli import KAFKA_VAR, RET_ERROR, announce, emit, fail, json_option, with_redis
+from shared.errors import WaitroomError
+from shared.events import EventConfig, EventState, EventStats, EventStore
+from shared.ids import validate_event_id, validate_id
+from shared.scripts import DeleteResult, Scripts
+from shared.timefmt import format_ms, now_ms
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _describe(config: EventConfig, stats: Any = None) -> str:
+def _describe(config: EventConfig, stats: EventStats | None = None) -> str:
     lines = [
         f"event {config.event_id}: {config.state.value}",
         f"  max in checkout   {config.max_concurrent}",
@@ -33,6 +37,30 @@ def _describe(config: EventConfig, stats: Any = None) -> str:
             f"  joined in total   {stats.tickets_issued}",
         ]
     return "\n".join(lines)
+
+
+def _event_argument(func: F) -> F:
+    """EVENT_ID, checked before anything touches Redis: any id `create` accepts, and any id
+    an older release accepted, so such an event can still be shown, changed or deleted."""
+
+    def convert(ctx: click.Context, param: click.Parameter, value: str) -> str:
+        try:
+            if ctx.command.name == "create":
+                return validate_event_id(value)
+            return validate_id("event_id", value)
+        except WaitroomError as exc:
+            fail(exc.message)
+
+    return click.argument("event_id", callback=convert)(func)
+
+
+def _by_option(func: F) -> F:
+    return click.option(
+        "--by",
+        metavar="NAME",
+        default=None,
+        help="Who makes the change, for the audit trail (default: the OS user).",
+    )(func)
 
 
 def _settings_options(defaults: bool) -> Callable[[F], F]:
@@ -67,48 +95,57 @@ def _changes(**options: Any) -> dict[str, Any]:
 
 @click.group()
 def event() -> None:
-    """Create, change and inspect events."""
+    """Create, change, inspect and delete events; every change is recorded (`history`)."""
 
 
 @event.command()
-@click.argument("event_id")
+@_event_argument
 @_settings_options(defaults=True)
 @click.option("--paused", is_flag=True, help="Create it paused: joins accepted, nobody admitted.")
+@_by_option
 @json_option
-def create(event_id: str, paused: bool, as_json: bool, **options: Any) -> None:
-    """Create EVENT_ID with its settings."""
+def create(event_id: str, paused: bool, by: str | None, as_json: bool, **options: Any) -> None:
+    """Create EVENT_ID (letters, digits, '.', '_', '-') with its settings."""
     state = EventState.PAUSED if paused else EventState.OPEN
     config = EventConfig(event_id, state=state, **_changes(**options))
 
     async def go(scripts: Scripts) -> EventConfig:
-        return await EventStore(scripts.redis, scripts).create(config)
+        return await EventStore(scripts.redis, scripts).create(config, Actor.here("create", by))
 
     created = with_redis(go)
     emit(as_json, created.to_json(), "created " + _describe(created))
 
 
 @event.command()
-@click.argument("event_id")
+@_event_argument
 @_settings_options(defaults=False)
+@_by_option
 @json_option
-def update(event_id: str, as_json: bool, **options: Any) -> None:
+def update(event_id: str, by: str | None, as_json: bool, **options: Any) -> None:
     """Change settings of EVENT_ID; takes effect at the admitter's next step."""
     changes = _changes(**options)
+    if not changes:
+        fail(
+            "nothing to update: give at least one of --max-concurrent, --rate, "
+            "--checkout-ttl, --session-ttl, --max-queue"
+        )
 
-    async def go(scripts: Scripts) -> EventConfig:
-        return await EventStore(scripts.redis, scripts).update(event_id, **changes)
+    async def go(scripts: Scripts) -> tuple[EventConfig, int]:
+        store = EventStore(scripts.redis, scripts)
+        return await store.change(event_id, Actor.here("update", by), **changes)
 
-    updated = with_redis(go)
-    emit(as_json, updated.to_json(), "updated " + _describe(updated))
+    updated, changed = with_redis(go)
+    verb = "updated " if changed else "unchanged (it already had these values): "
+    emit(as_json, {**updated.to_json(), "changed": changed}, verb + _describe(updated))
 
 
 @event.command()
-@click.argument("event_id")
+@_event_argument
 @json_option
 def show(event_id: str, as_json: bool) -> None:
     """Settings and live figures of EVENT_ID."""
 
-    async def go(scripts: Scripts) -> tuple[EventConfig, Any]:
+    async def go(scripts: Scripts) -> tuple[EventConfig, EventStats]:
         store = EventStore(scripts.redis, scripts)
         return await store.get(event_id), await store.stats(event_id)
 
@@ -122,15 +159,16 @@ def show(event_id: str, as_json: bool) -> None:
 def list_events(as_json: bool) -> None:
     """Every configured event with its state and queue."""
 
-    async def go(scripts: Scripts) -> list[tuple[EventConfig, Any]]:
+    async def go(scripts: Scripts) -> list[tuple[EventConfig, EventStats]]:
         store = EventStore(scripts.redis, scripts)
-        return [(await store.get(e), await store.stats(e)) for e in await store.list_ids()]
+        return [(c, await store.stats(c.event_id)) for c in await store.list_configs()]
 
     rows = with_redis(go)
     data = [{**c.to_json(), "stats": vars(s)} for c, s in rows]
-    lines = [f"{'EVENT':<24} {'STATE':<7} {'WAITING':>9} {'CHECKOUT':>13} {'RATE/s':>8}"]
+    width = max([24, *(len(c.event_id) for c, _ in rows)])
+    lines = [f"{'EVENT':<{width}} {'STATE':<7} {'WAITING':>9} {'CHECKOUT':>13} {'RATE/s':>8}"]
     lines += [
-        f"{c.event_id:<24} {c.state.value:<7} {s.queue_length:>9} "
+        f"{c.event_id:<{width}} {c.state.value:<7} {s.queue_length:>9} "
         f"{f'{s.in_checkout}/{c.max_concurrent}':>13} {c.rate:>8g}"
         for c, s in rows
     ]
@@ -138,22 +176,124 @@ def list_events(as_json: bool) -> None:
 
 
 def _state_command(name: str, state: EventState, help_text: str) -> click.Command:
-    @click.argument("event_id")
+    @_event_argument
+    @click.option(
+        "--reopen",
+        is_flag=True,
+        help="Allow this on a closed event (new users can join again).",
+    )
+    @_by_option
     @json_option
-    def command(event_id: str, as_json: bool) -> None:
-        async def go(scripts: Scripts) -> EventConfig:
-            return await EventStore(scripts.redis, scripts).set_state(event_id, state)
+    def command(event_id: str, reopen: bool, by: str | None, as_json: bool) -> None:
+        async def go(scripts: Scripts) -> tuple[EventConfig, int]:
+            store = EventStore(scripts.redis, scripts)
+            return await store.change(event_id, Actor.here(name, by), reopen=reopen, state=state)
 
-        config = with_redis(go)
-        emit(as_json, config.to_json(), f"event {event_id} is now {config.state.value}")
+        config, changed = with_redis(go)
+        text = f"event {event_id} is now {config.state.value}"
+        if not changed:
+            text = f"event {event_id} was already {config.state.value}; nothing changed"
+        emit(as_json, {**config.to_json(), "changed": changed}, text)
 
     return click.command(name=name, help=help_text)(command)
 
 
 event.add_command(_state_command("pause", EventState.PAUSED, "Keep accepting joins, admit nobody."))
-event.add_command(_state_command("resume", EventState.OPEN, "Open EVENT_ID: join and admit."))
+event.add_command(
+    _state_command(
+        "resume",
+        EventState.OPEN,
+        "Open EVENT_ID: join and admit. A closed event needs --reopen.",
+    )
+)
 event.add_command(
     _state_command(
         "close", EventState.CLOSED, "Refuse new joins; those waiting are still admitted."
     )
 )
+
+
+@event.command()
+@_event_argument
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (for scripts).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete even while users wait or hold checkout slots.",
+)
+@_by_option
+@json_option
+def delete(event_id: str, yes: bool, force: bool, by: str | None, as_json: bool) -> None:
+    """Delete EVENT_ID and everything Redis holds for it: queue, sessions, outbox, audit trail,
+    lock. Refused while anyone waits or is in checkout, unless --force."""
+
+    async def look(scripts: Scripts) -> EventStats:
+        store = EventStore(scripts.redis, scripts)
+        await store.get(event_id)
+        return await store.stats(event_id)
+
+    stats = with_redis(look)
+    held = (
+        f"{stats.queue_length} waiting, {stats.in_checkout} in checkout, "
+        f"{stats.outbox_backlog} messages not yet sent to Kafka"
+    )
+    if not yes and not click.confirm(
+        f"Delete event {event_id} ({held})? This cannot be undone", err=True
+    ):
+        fail("not deleted")
+    actor = Actor.here("delete", by)
+
+    async def go(scripts: Scripts) -> DeleteResult:
+        return await EventStore(scripts.redis, scripts).delete(event_id, force=force)
+
+    result = with_redis(go)
+    dropped = {
+        "waiting": result.waiting,
+        "in_checkout": result.in_checkout,
+        "outbox": result.outbox,
+    }
+    if not result.deleted:
+        fail(
+            f"event {event_id} still has {result.waiting} waiting and {result.in_checkout} in "
+            "checkout; close it and let them finish (`waitroom event show`), or pass --force "
+            "to drop them",
+            RET_ERROR,
+        )
+    entry = audit.deletion(event_id, actor, dropped, now_ms())
+    published = _publish_deletion(entry)
+    text = f"deleted event {event_id}"
+    if any(dropped.values()):
+        text += f" (dropped {held})"
+    emit(as_json, {"deleted": True, "dropped": dropped, "published": published}, text)
+
+
+def _publish_deletion(entry: audit.Entry) -> bool:
+    """Send the deletion's audit record to Kafka; a warning, not a failure, when it cannot
+    (the deletion is done either way)."""
+    announce(KAFKA_VAR)
+    problem = audit.publish(entry)
+    if problem:
+        click.echo(f"warning: the deletion was not published to {audit.TOPIC}: {problem}", err=True)
+    return problem is None
+
+
+@event.command()
+@_event_argument
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+def history(event_id: str, limit: int, as_json: bool) -> None:
+    """Who changed EVENT_ID, when, from where, and the old and new values (newest last)."""
+
+    async def go(scripts: Scripts) -> list[audit.Entry]:
+        return await audit.history(scripts.redis, event_id, limit)
+
+    entries = with_redis(go)
+    lines = [
+        f"{format_ms(e.at_ms)}  {e.action:<7} by {e.by}@{e.host}  {e.describe_changes()}"
+        for e in entries
+    ]
+    emit(
+        as_json,
+        [e.to_json() for e in entries],
+        "\n".join(lines) if lines else f"no recorded changes of event {event_id}",
+    )

@@ -134,6 +134,7 @@ def new_key_command(
     The old key stays in the directory, published and verifying its tokens; delete its file
     once the new key has signed for longer than the longest checkout slot.
     """
+    common_settings()  # a bad WAITROOM_ setting is named here as by every other command
     if directory is None:
         configured = settings_mod.load(settings_mod.TokenKeySettings).key_dir.strip()
         if not configured:

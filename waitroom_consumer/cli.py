@@ -11,8 +11,10 @@ import click
 from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import (
+    KAFKA_VAR,
     RET_CONNECT,
     RET_SETTINGS,
+    announce,
     check_heartbeats,
     emit,
     fail,
@@ -102,6 +104,7 @@ def _publish(
     kind: str, session_id: str, user_id: str | None, event_id: str | None, as_json: bool
 ) -> None:
     common, tuning, consumer_settings = _settings()
+    announce(KAFKA_VAR)
     topic = {
         CHECKOUT_COMPLETED: consumer_settings.topic_completed,
         CHECKOUT_FAILED: consumer_settings.topic_failed,

@@ -18,7 +18,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import heartbeats, keys, signals
+from shared import heartbeats, keys, metrics, signals
 from shared.backoff import pause
 from shared.connections import redis_client
 from shared.scripts import Scripts
@@ -51,6 +51,7 @@ class Consumer:
         self.batches = 0
         self.messages = 0
         self.started = time.time()
+        self.lag: dict[str, int] = {}
 
     def __repr__(self) -> str:
         counts = dict(self.handler.counts) if self.handler else {}
@@ -76,6 +77,7 @@ class Consumer:
             "kafka_connected": self.broker.connected,
             "kafka_down": self.retrier.kafka.down,
             "redis_down": self.retrier.redis.down,
+            "lag": self.lag,
         }
 
     async def run(self, *, handle_signals: bool = True) -> int:
@@ -146,6 +148,7 @@ class Consumer:
 
     async def _beat(self, redis: Redis) -> None:
         while not self.stopping.is_set():
+            await self._measure_lag()
             try:
                 await heartbeats.write(
                     redis, keys.CONSUMER_HEARTBEATS, self.replica, self.snapshot()
@@ -153,6 +156,19 @@ class Consumer:
             except Exception as exc:  # Redis is down; the loop reports that itself
                 log.debug("heartbeat not written: %s", exc)
             await pause(self.stopping, HEARTBEAT_SECONDS)
+
+    async def _measure_lag(self) -> None:
+        """End offsets minus committed ones, for `waitroom top` and the dashboard; Kafka
+        trouble only leaves the last figures in place (the loop reports it)."""
+        if not self.broker.connected:
+            return
+        try:
+            self.lag = await self.broker.lag()
+        except Exception as exc:
+            log.debug("consumer lag not measured: %s", exc)
+            return
+        for topic, n in self.lag.items():
+            metrics.CONSUMER_LAG.labels(topic).set(n)
 
     async def _shutdown(self, beats: asyncio.Task[None]) -> None:
         beats.cancel()

@@ -39,8 +39,9 @@ def test_create_show_update_list_pause_resume_close(invoke: Invoke, event_id: st
     shown = json.loads(invoke("event", "show", event_id, "--json").output)
     assert shown["max_concurrent"] == 50 and shown["rate"] == 25.0
     assert shown["checkout_ttl_seconds"] == 900 and shown["session_ttl_seconds"] == 7200
+    # The one outbox record is the creation's audit entry, waiting for an admitter's relay.
     assert shown["stats"] == {
-        "queue_length": 0, "in_checkout": 0, "outbox_backlog": 0, "tickets_issued": 0
+        "queue_length": 0, "in_checkout": 0, "outbox_backlog": 1, "tickets_issued": 0
     }  # fmt: skip
 
     updated = json.loads(
@@ -51,6 +52,7 @@ def test_create_show_update_list_pause_resume_close(invoke: Invoke, event_id: st
     assert "is now paused" in invoke("event", "pause", event_id).output
     assert json.loads(invoke("event", "show", event_id, "--json").output)["state"] == "paused"
     assert "is now open" in invoke("event", "resume", event_id).output
+    assert "was already open; nothing changed" in invoke("event", "resume", event_id).output
     closed = json.loads(invoke("event", "close", event_id, "--json").output)
     assert closed["state"] == "closed"
 

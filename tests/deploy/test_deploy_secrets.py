@@ -66,7 +66,9 @@ def test_the_example_settings_are_valid_and_hold_no_secret() -> None:
     described = {
         name: secret
         for cls in (settings_mod.CommonSettings, settings_mod.ApiSettings)
-        for name, secret in ((row["variable"], row["secret"]) for row in settings_mod.listing(cls))
+        for name, secret in (
+            (row["variable"], row["secret"]) for row in settings_mod.effective(cls)[0]
+        )
     }
     assert set(values) <= set(described)
     assert not [name for name in values if described[name]], "secrets belong in the Secrets"

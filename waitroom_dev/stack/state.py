@@ -15,8 +15,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-STATE_FILE = "stack.json"
-DEFAULT_STATE_DIR = Path(".waitroom-dev")
+from shared.cli import DEV_STATE_FILE
+
+# Where the operator commands look for a running stack too (shared.cli), so one place says it.
+DEFAULT_STATE_DIR = DEV_STATE_FILE.parent
+STATE_FILE = DEV_STATE_FILE.name
 
 
 @dataclass
