@@ -82,3 +82,13 @@ def done(event_id: str) -> str:
 def lock(event_id: str) -> str:
     """String: the admitter replica that works this event now (``SET NX PX`` owner token)."""
     return _event(event_id, "lock")
+
+
+def relay_mark(event_id: str) -> str:
+    """String: when the outbox relay last checked that replicas hold what it read (ms).
+
+    Written right after the relay reads the outbox, on the same connection, so the ``WAIT``
+    that follows covers every write before it (``WAITROOM_REDIS_WAIT_REPLICAS``); in the
+    event's slot, so in a cluster it is on the outbox's shard.
+    """
+    return _event(event_id, "relayed")

@@ -29,6 +29,13 @@ def setting(env: str, default: Any, help: str, *, minimum: float | None = None) 
     return field(default=default, metadata={"env": env, "help": help, "minimum": minimum})
 
 
+def secret_setting(env: str, help: str) -> Any:
+    """Declare a secret read from ``env``: never in a repr, and marked so ``waitroom settings``
+    says it is secret instead of showing a value."""
+    meta = {"env": env, "help": f"{help} Secret: never printed.", "minimum": None, "secret": True}
+    return field(default="", repr=False, metadata=meta)
+
+
 def _parse(kind: str, name: str, raw: str, minimum: float | None) -> Any:
     text = raw.strip()
     value: Any
@@ -96,6 +103,79 @@ class CommonSettings:
         "Address /metrics listens on (IPv4 or IPv6); 127.0.0.1 keeps it on this host.",
     )
     log_level: str = setting("WAITROOM_LOG_LEVEL", "INFO", "Python logging level.")
+
+    # --- Redis deployment: mode, TLS, auth, durability (docs/operations.md, "Redis") ---------
+    # Checked together by shared.redis_config when the client is built (a bad combination
+    # names the variable); secrets come from the environment or a file, never the command line.
+    redis_mode: str = setting(
+        "WAITROOM_REDIS_MODE",
+        "standalone",
+        "standalone (WAITROOM_REDIS_URL is the server), cluster (it is any node of a Redis "
+        "Cluster) or sentinel (WAITROOM_REDIS_SENTINELS find the master).",
+    )
+    redis_cluster_nodes: str = setting(
+        "WAITROOM_REDIS_CLUSTER_NODES",
+        "",
+        "Cluster mode: more nodes to start from (host:port,...) if the URL's node is down.",
+    )
+    redis_sentinels: str = setting(
+        "WAITROOM_REDIS_SENTINELS",
+        "",
+        "Sentinel mode: the Sentinels (host:port,...); the URL then gives only scheme and db.",
+    )
+    redis_master_name: str = setting(
+        "WAITROOM_REDIS_MASTER_NAME", "", "Sentinel mode: the monitored master's name."
+    )
+    redis_username: str = setting(
+        "WAITROOM_REDIS_USERNAME", "", "Redis ACL user (empty: the URL's, else default)."
+    )
+    redis_password: str = secret_setting(
+        "WAITROOM_REDIS_PASSWORD", "Password of the Redis ACL user (or requirepass)."
+    )
+    redis_password_file: str = setting(
+        "WAITROOM_REDIS_PASSWORD_FILE",
+        "",
+        "File holding the Redis password (a mounted secret); instead of WAITROOM_REDIS_PASSWORD.",
+    )
+    redis_sentinel_username: str = setting(
+        "WAITROOM_REDIS_SENTINEL_USERNAME", "", "ACL user on the Sentinels, if they need one."
+    )
+    redis_sentinel_password: str = secret_setting(
+        "WAITROOM_REDIS_SENTINEL_PASSWORD", "Password on the Sentinels, if they need one."
+    )
+    redis_sentinel_password_file: str = setting(
+        "WAITROOM_REDIS_SENTINEL_PASSWORD_FILE", "", "File holding the Sentinels' password."
+    )
+    redis_tls_ca_file: str = setting(
+        "WAITROOM_REDIS_TLS_CA_FILE",
+        "",
+        "rediss:// only: CA bundle (PEM) that signed the servers' certificates; empty: the "
+        "system's.",
+    )
+    redis_tls_cert_file: str = setting(
+        "WAITROOM_REDIS_TLS_CERT_FILE", "", "rediss:// only: client certificate (PEM)."
+    )
+    redis_tls_key_file: str = setting(
+        "WAITROOM_REDIS_TLS_KEY_FILE", "", "rediss:// only: the client certificate's key (PEM)."
+    )
+    redis_tls_check_hostname: bool = setting(
+        "WAITROOM_REDIS_TLS_CHECK_HOSTNAME",
+        True,
+        "rediss:// only: the server certificate must name the host connected to.",
+    )
+    redis_wait_replicas: int = setting(
+        "WAITROOM_REDIS_WAIT_REPLICAS",
+        0,
+        "Replicas that must hold a join, leave, admission or checkout outcome before it is "
+        "answered, relayed or committed (WAIT); 0: do not wait.",
+        minimum=0,
+    )
+    redis_wait_timeout_ms: int = setting(
+        "WAITROOM_REDIS_WAIT_TIMEOUT_MS",
+        500,
+        "Longest wait for those replicas (ms); short of them the call fails as retryable.",
+        minimum=1,
+    )
 
     def __post_init__(self) -> None:
         try:
