@@ -14,6 +14,7 @@ from shared import heartbeats
 from shared import settings as settings_mod
 from shared.connections import redis_client
 from shared.errors import Refused, WaitroomError
+from shared.redis_config import redis_options
 from shared.scripts import Scripts
 
 T = TypeVar("T")
@@ -69,7 +70,9 @@ def with_redis(action: Callable[[Scripts], Awaitable[T]]) -> T:
     except Refused as exc:
         fail(str(exc))
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        fail(f"cannot reach Redis at {config.redis_url}: {exc}", RET_CONNECT)
+        fail(f"cannot reach {redis_options(config).where}: {exc}", RET_CONNECT)
+    except settings_mod.SettingsError as exc:
+        fail(str(exc), RET_SETTINGS)
 
 
 def check_heartbeats(

@@ -11,6 +11,7 @@ from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import RET_OK, RET_SETTINGS, check_heartbeats, fail, json_option, run_process
 from shared.connections import configure_logging
+from shared.redis_check import check_at_start
 from waitroom_admitter.worker import Admitter
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ def admitter(ctx: click.Context) -> None:
     configure_logging(common.log_level)
     # kafka-python logs every failed reconnect; the relay logs an outage once, start and end.
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    check_at_start(common)
     try:
         metrics.serve(common.metrics_port, common.metrics_addr)
     except OSError as exc:

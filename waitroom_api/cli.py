@@ -11,6 +11,8 @@ from shared import metrics
 from shared import settings as settings_mod
 from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail, run_process
 from shared.connections import configure_logging
+from shared.redis_check import check_at_start
+from shared.redis_config import redis_options
 from waitroom_api.server import ApiServer, serve
 
 log = logging.getLogger("waitroom_api")
@@ -19,10 +21,10 @@ log = logging.getLogger("waitroom_api")
 def _announce(server: ApiServer) -> None:
     host = server.api.addr.rpartition(":")[0]
     log.info(
-        "waitroom API listening on %s:%d (reflection and grpc.health.v1 on), Redis %s",
+        "waitroom API listening on %s:%d (reflection and grpc.health.v1 on), %s",
         host,
         server.port,
-        server.common.redis_url,
+        redis_options(server.common).where,
     )
 
 
@@ -41,6 +43,7 @@ def api() -> None:
         fail(str(exc), RET_SETTINGS)
         return
     configure_logging(common.log_level)
+    check_at_start(common)
     try:
         metrics.serve(common.metrics_port, common.metrics_addr)
     except OSError as exc:
