@@ -71,7 +71,7 @@ class RedisOptions:
         if self.mode is Mode.SENTINEL:
             sentinels = ",".join(f"{h}:{p}" for h, p in self.seeds)
             return f"Redis master {self.master_name!r} via Sentinels {sentinels}"
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.url)  # checked by redis_options
         address = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
         return f"Redis Cluster at {address}" if self.mode is Mode.CLUSTER else f"Redis {address}"
 
@@ -141,7 +141,11 @@ def redis_options(settings: CommonSettings) -> RedisOptions:
             f"WAITROOM_REDIS_MODE={settings.redis_mode!r}: use standalone, cluster or sentinel"
         ) from None
     url = settings.redis_url.strip()
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    except ValueError as exc:  # a bracket left open, a port out of range
+        raise SettingsError(f"WAITROOM_REDIS_URL={url!r} is not a URL: {exc}") from None
     if parts.scheme not in ("redis", "rediss"):
         raise SettingsError(f"WAITROOM_REDIS_URL: use redis:// or rediss://, not {parts.scheme}://")
     if parts.password and (settings.redis_password or settings.redis_password_file):
@@ -172,7 +176,7 @@ def redis_options(settings: CommonSettings) -> RedisOptions:
     if mode is Mode.CLUSTER:
         if db != 0:
             raise SettingsError("WAITROOM_REDIS_URL: a Redis Cluster has only database 0")
-        seeds = [(parts.hostname or "127.0.0.1", parts.port or 6379)]
+        seeds = [(host, port)]
         seeds += _addresses("WAITROOM_REDIS_CLUSTER_NODES", settings.redis_cluster_nodes)
     elif mode is Mode.SENTINEL:
         seeds = _addresses("WAITROOM_REDIS_SENTINELS", settings.redis_sentinels)
@@ -194,7 +198,7 @@ def redis_options(settings: CommonSettings) -> RedisOptions:
             **_tls(settings, parts.scheme == "rediss"),
         }
     else:
-        connection.update(host=parts.hostname or "127.0.0.1", port=parts.port or 6379, db=db)
+        connection.update(host=host, port=port, db=db)
     return RedisOptions(
         mode=mode,
         url=url,

@@ -194,11 +194,13 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[Cluster]:
 
 @dataclass
 class SentinelGroup:
-    """One master, one replica and three Sentinels watching them as ``master_name``."""
+    """One master, ``replicas`` replicas and three Sentinels watching them as
+    ``master_name``."""
 
     workdir: Path
     master_name: str = "waitroom"
     password: str = ""
+    replicas: int = 1
     servers: list[Service] = field(default_factory=list)
     sentinels: list[Service] = field(default_factory=list)
 
@@ -212,19 +214,19 @@ class SentinelGroup:
         )
 
     def start(self) -> SentinelGroup:
-        master_port, replica_port = free_port(), free_port()
-        for port, extra in (
-            (master_port, []),
-            (replica_port, ["--replicaof", "127.0.0.1", str(master_port)]),
-        ):
+        master_port = free_port()
+        ports = [master_port, *(free_port() for _ in range(self.replicas))]
+        for port in ports:
             home = self.workdir / f"node-{port}"
             home.mkdir(parents=True, exist_ok=True)
-            args = [*_base_args(port, home), *self._auth(), *extra]
+            follow = ["--replicaof", "127.0.0.1", str(master_port)] if port != master_port else []
+            args = [*_base_args(port, home), *self._auth(), *follow]
             self.servers.append(Service(f"redis-{port}", port, args, home / "redis.log").start())
-        _wait(
-            lambda: "master_link_status:up" in self.cli(replica_port, "info", "replication"),
-            "the replica to sync",
-        )
+        for port in ports[1:]:
+            _wait(
+                lambda p=port: "master_link_status:up" in self.cli(p, "info", "replication"),
+                f"the replica on {port} to sync",
+            )
         for _ in range(3):
             port = free_port()
             home = self.workdir / f"sentinel-{port}"
@@ -242,20 +244,22 @@ class SentinelGroup:
                 lines.append(f"sentinel auth-pass {self.master_name} {self.password}")
             conf.write_text("\n".join(lines) + "\n")
             args = [redis_server_binary(), str(conf), "--sentinel"]
-            self.sentinels.append(
-                Service(f"sentinel-{port}", port, args, home / "sentinel.log").start()
-            )
-        _wait(lambda: self._sentinels_agree(master_port), "the Sentinels to see the replica")
+            sentinel = Service(f"sentinel-{port}", port, args, home / "sentinel.log")
+            self.sentinels.append(sentinel.start())
+        _wait(lambda: self._sentinels_see_all(master_port), "the Sentinels to see every replica")
         return self
 
     def cli(self, port: int, *args: str) -> str:
         auth = ["--no-auth-warning", "-a", self.password] if self.password else []
         return cli("-p", str(port), *auth, *args, timeout=5)
 
-    def _sentinels_agree(self, master_port: int) -> bool:
+    def _sentinels_see_all(self, master_port: int) -> bool:
         for sentinel in self.sentinels:
-            out = cli("-p", str(sentinel.port), "sentinel", "replicas", self.master_name, timeout=5)
-            if "127.0.0.1" not in out or str(master_port) != self.master_port_seen(sentinel.port):
+            if self.master_port_seen(sentinel.port) != str(master_port):
+                return False
+            fields = cli("-p", str(sentinel.port), "sentinel", "master", self.master_name).split()
+            seen = dict(zip(fields[::2], fields[1::2], strict=False))
+            if int(seen.get("num-slaves", "0")) < self.replicas:
                 return False
         return True
 
@@ -288,8 +292,10 @@ class SentinelGroup:
 
 
 @contextlib.contextmanager
-def sentinel_group(workdir: Path, *, password: str = "") -> Iterator[SentinelGroup]:
-    group = SentinelGroup(workdir, password=password)
+def sentinel_group(
+    workdir: Path, *, password: str = "", replicas: int = 1
+) -> Iterator[SentinelGroup]:
+    group = SentinelGroup(workdir, password=password, replicas=replicas)
     try:
         yield group.start()
     finally:

@@ -7,8 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401  (see below)
 import pytest
 
+# Imported at collection: Hypothesis's plugin otherwise imports it at the session's end, and
+# parsing it then, while the Kafka and gRPC clients' threads still run, trips CPython 3.11.7's
+# AST recursion check (gh-106905: "AST constructor recursion depth mismatch").
 from waitroom_dev.redis_infra import Certificates, Cluster, make_certificates, redis_cluster
 
 

@@ -191,7 +191,10 @@ class Sale:
             self._start("admitter", "waitroom_admitter", {})
         if consumer:
             self._start("consumer", "waitroom_consumer", {})
-            self._thread(self._order_service)
+            # Built here, not in the thread: imports in two threads at once can trip CPython
+            # 3.11.7's AST recursion check (gh-106905) and fail the session at its end.
+            clients = self._order_clients()
+            self._thread(lambda: self._order_service(*clients))
         return self
 
     def _thread(self, target: Callable[[], None]) -> None:
@@ -240,8 +243,7 @@ class Sale:
 
     # --- the order service -------------------------------------------------------------------
 
-    def _order_service(self) -> None:
-        """Answer each new ``queue.ready`` of our events with ``checkout.completed``."""
+    def _order_clients(self) -> tuple[Any, Any]:
         from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
         bootstrap = self.env["WAITROOM_KAFKA_BOOTSTRAP_SERVERS"]
@@ -252,14 +254,17 @@ class Sale:
             fetch_max_wait_ms=10,
         )
         producer = KafkaProducer(bootstrap_servers=[bootstrap], linger_ms=2)
-        parts = []
+        parts: list[Any] = []
         while not parts:
-            parts = [
-                TopicPartition(QUEUE_READY, p)
-                for p in consumer.partitions_for_topic(QUEUE_READY) or []
-            ]
+            found = consumer.partitions_for_topic(QUEUE_READY) or []
+            parts = [TopicPartition(QUEUE_READY, p) for p in found]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
+        consumer.poll(timeout_ms=10)
+        return consumer, producer
+
+    def _order_service(self, consumer: Any, producer: Any) -> None:
+        """Answer each new ``queue.ready`` of our events with ``checkout.completed``."""
         topic = self.env["WAITROOM_TOPIC_CHECKOUT_COMPLETED"]
         mine = {e.encode() for e in self.events}
         try:
