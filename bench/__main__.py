@@ -29,6 +29,8 @@ BENCHMARKS = {
     "refill": "bench.refill",
     "fanout": "bench.fanout",
     "consumer": "bench.consumer",
+    "cluster": "bench.cluster",
+    "durability": "bench.durability",
 }
 
 

@@ -7,7 +7,7 @@ process killed between two lines of Python can never leave half a change behind.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -15,7 +15,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared import keys
 from shared.errors import Code, Refused, WaitroomError
@@ -208,12 +208,31 @@ class Scripts:
         to its event's shard; the durability wait, when on, ends each server's pipeline."""
         script = self._scripts[name]
         per_call_keys = [event_keys(event_id) for event_id, _ in calls]
-
-        async def queue(pipe: Any, i: int) -> None:
-            await script(keys=per_call_keys[i], args=calls[i][1], client=pipe)
-
         firsts = [k[0] for k in per_call_keys]
-        return await pinned(self.redis, firsts, queue, durability_of(self.redis))
+        durability = durability_of(self.redis)
+
+        def queue_for(indexes: list[int]) -> Callable[[Any, int], Awaitable[None]]:
+            async def queue(pipe: Any, j: int) -> None:
+                i = indexes[j]
+                pipe.evalsha(script.sha, len(per_call_keys[i]), *per_call_keys[i], *calls[i][1])
+
+            return queue
+
+        # EVALSHA straight into the pipeline rather than through the script object: redis-py
+        # would then check the script cache (SCRIPT EXISTS) before every pipeline, a second
+        # round trip per durable join. A server that lacks the script (restarted, promoted)
+        # answers NOSCRIPT without running anything, so those calls are sent again after a load.
+        everything = list(range(len(calls)))
+        replies = await pinned(self.redis, firsts, queue_for(everything), durability)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.redis.script_load(script.script)  # in a cluster: on every master
+            again = await pinned(
+                self.redis, [firsts[i] for i in missing], queue_for(missing), durability
+            )
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
 
     async def join(self, event_id: str, user_id: str, nonce: str | None = None) -> JoinResult:
         """Join ``user_id`` to the queue, or return their live session.

@@ -201,6 +201,8 @@ class SentinelGroup:
     master_name: str = "waitroom"
     password: str = ""
     replicas: int = 1
+    #: How many Sentinels watch (0: a master and its replicas only, for benchmarks).
+    watchers: int = 3
     servers: list[Service] = field(default_factory=list)
     sentinels: list[Service] = field(default_factory=list)
 
@@ -227,7 +229,7 @@ class SentinelGroup:
                 lambda p=port: "master_link_status:up" in self.cli(p, "info", "replication"),
                 f"the replica on {port} to sync",
             )
-        for _ in range(3):
+        for _ in range(self.watchers):
             port = free_port()
             home = self.workdir / f"sentinel-{port}"
             home.mkdir(parents=True, exist_ok=True)
@@ -272,6 +274,8 @@ class SentinelGroup:
         return out.split()[1] if len(out.split()) == 2 else ""
 
     def master(self) -> Service:
+        if not self.sentinels:
+            return self.servers[0]
         seen = int(self.master_port_seen())
         return next(s for s in self.servers if s.port == seen)
 

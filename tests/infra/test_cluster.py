@@ -19,6 +19,7 @@ from infra_support import (
 from redis.crc import key_slot
 
 from shared import keys
+from shared.ids import ticket_of_session
 from shared.sessions import Status
 from waitroom_dev.redis_infra import Cluster
 
@@ -58,8 +59,10 @@ def test_a_sale_on_every_shard_keeps_the_cap_and_the_order_and_loses_nobody(
     records = read_records(env, sessions)
     for event in events:
         mine = [j for j in sale.joined if j.event == event]
-        # Joined one after another: positions 1..n, so tickets are in join order.
-        assert [j.position for j in mine] == list(range(1, USERS_PER_EVENT + 1))
+        # Joined one after another: tickets 1..n in join order, nobody twice.
+        assert [ticket_of_session(j.session_id) for j in mine] == list(
+            range(1, USERS_PER_EVENT + 1)
+        )
         admitted = [records[j.session_id] for j in mine]
         assert all(r is not None for r in admitted)
         times = [r.admitted_ms for r in admitted if r is not None]
@@ -113,7 +116,9 @@ def test_joins_ride_through_a_slot_moved_by_reshard(
         f"\nreshard of slot {lowest}: {before} joins before, {len(sale.joined)} in all, "
         f"{sale.retries} UNAVAILABLE answers retried"
     )
-    # Nobody lost, nobody twice: every join is one place, positions 1..n in join order.
-    assert [j.position for j in sale.joined] == list(range(1, len(sale.joined) + 1))
+    # Nobody lost, nobody twice: every join is one place, tickets 1..n in join order.
+    tickets = [ticket_of_session(j.session_id) for j in sale.joined]
+    assert tickets == list(range(1, len(sale.joined) + 1))
+    assert [j.position for j in sale.joined] == tickets  # nobody admitted: place = ticket
     records = read_records(env, {j.session_id: event for j in sale.joined})
     assert all(r is not None and r.status is Status.QUEUED for r in records.values())
