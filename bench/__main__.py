@@ -32,6 +32,8 @@ BENCHMARKS = {
     "refill": "bench.refill",
     "fanout": "bench.fanout",
     "consumer": "bench.consumer",
+    "cluster": "bench.cluster",
+    "durability": "bench.durability",
 }
 
 

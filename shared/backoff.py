@@ -18,10 +18,13 @@ import random
 from typing import Any
 
 from redis.exceptions import (
+    AskError,
     ClusterDownError,
+    ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -41,8 +44,15 @@ TRANSIENT_REPLIES = (
     "TRYAGAIN",
     "CLUSTERDOWN",
     "OOM",
+    # A Redis Cluster slot that moved (MOVED) or is moving (ASK) and the client ran out of
+    # redirections to follow: the slot map settles within a reshard or a failover.
+    "MOVED",
+    "ASK",
 )
-_TRANSIENT_RESPONSES = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError)
+_TRANSIENT_RESPONSES = (ReadOnlyError, OutOfMemoryError, TryAgainError, ClusterDownError, AskError)
+#: Cluster errors that are not replies: redis-py gave up following redirections ("TTL
+#: exhausted") or its slot map has a hole during a failover.
+_TRANSIENT_CLUSTER = (ClusterError, SlotNotCoveredError)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -55,6 +65,8 @@ def is_transient(exc: BaseException) -> bool:
     """
     if isinstance(exc, ResponseError):
         return isinstance(exc, _TRANSIENT_RESPONSES) or str(exc).startswith(TRANSIENT_REPLIES)
+    if isinstance(exc, _TRANSIENT_CLUSTER):
+        return True
     return isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError)
 
 

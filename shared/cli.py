@@ -17,6 +17,7 @@ from shared import heartbeats
 from shared import settings as settings_mod
 from shared.connections import redis_client
 from shared.errors import Refused, WaitroomError
+from shared.redis_config import redis_options
 from shared.scripts import Scripts
 
 T = TypeVar("T")
@@ -184,24 +185,24 @@ def common_settings() -> settings_mod.CommonSettings:
         fail(str(exc), RET_SETTINGS)
 
 
-def redis_problem(exc: BaseException, url: str) -> str | None:
-    """A sentence for a failure to talk to Redis at ``url``, or None when ``exc`` is not one
-    (then it is a bug, and its traceback matters)."""
+def redis_problem(exc: BaseException, config: settings_mod.CommonSettings) -> str | None:
+    """A sentence for a failure to talk to the Redis ``config`` names, or None when ``exc`` is
+    not one (then it is a bug, and its traceback matters)."""
     from redis.exceptions import AuthenticationError, InvalidResponse, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     source = settings_mod.origin(REDIS_VAR)
     origin = "the default" if source == settings_mod.DEFAULT else f"from {source}"
-    where = f"{settings_mod.redact_url(url)} ({origin})"
+    where = f"{redis_options(config).where} ({origin})"
     if isinstance(exc, InvalidResponse):
         return f"{where} is not a Redis server: it answered {exc}"
     if isinstance(exc, AuthenticationError) or (
         isinstance(exc, ResponseError) and str(exc).startswith(("NOAUTH", "WRONGPASS"))
     ):
-        return f"Redis at {where} refused the credentials: {exc}"
+        return f"{where} refused the credentials: {exc}"
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | OSError):
-        return f"cannot reach Redis at {where}: {exc}"
+        return f"cannot reach {where}: {exc}"
     return None
 
 
@@ -223,8 +224,10 @@ def with_redis(action: Callable[[Scripts], Awaitable[T]]) -> T:
         fail(exc.message)
     except Refused as exc:
         fail(str(exc))
+    except settings_mod.SettingsError as exc:
+        fail(str(exc), RET_SETTINGS)
     except Exception as exc:
-        problem = redis_problem(exc, config.redis_url)
+        problem = redis_problem(exc, config)
         if problem is None:
             raise
         fail(problem, RET_CONNECT)

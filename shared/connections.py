@@ -1,15 +1,26 @@
 """Building the Redis client every process uses, from settings.
 
-The Kafka clients are in ``shared.kafka``.
+The mode (one server, Redis Cluster, Sentinel), TLS, auth and durability come from the
+``WAITROOM_REDIS_*`` settings (``shared.redis_config``); the clients are in
+``shared.redis_modes``. The Kafka clients are in ``shared.kafka``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
+from redis.asyncio.connection import SSLConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
+from shared.redis_config import Mode, redis_options
+from shared.redis_modes import WaitroomRedis, make_cluster
 from shared.settings import CommonSettings
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The master's pool as Sentinel names it, waiting for a free connection when all are busy
+    (as the single-server client does) instead of failing."""
 
 
 def redis_client(settings: CommonSettings, *, max_connections: int | None = None) -> Redis:
@@ -18,16 +29,40 @@ def redis_client(settings: CommonSettings, *, max_connections: int | None = None
     With ``max_connections``, callers beyond that many concurrent commands wait (up to 10 s)
     for a free connection instead of opening more, so a burst of requests cannot open
     thousands of connections (or fail with "Too many connections" at redis-py's default 100).
+
+    Raises ``SettingsError`` for Redis settings that cannot work together. In cluster mode the
+    client is a ``RedisCluster``: it has the same commands for what the waitroom sends (every
+    command and script touches one slot), and what differs (pipelined scripts, ``WAIT``) goes
+    through ``shared.redis_modes.pinned``.
     """
-    options: dict[str, Any] = {
-        "socket_connect_timeout": 2,
-        "socket_timeout": 10,
-        "health_check_interval": 15,
-        "decode_responses": False,
-    }
-    if max_connections is None:
-        return Redis.from_url(settings.redis_url, **options)
-    pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=max_connections, timeout=10, **options
-    )
-    return Redis.from_pool(pool)
+    options = redis_options(settings)
+    if options.mode is Mode.CLUSTER:
+        cluster = make_cluster(options.seeds, options.connection, max_connections)
+        cluster.durability = options.durability
+        # Not a subclass of Redis, but answers every call the processes make of one.
+        return cast(Redis, cluster)
+    limit: dict[str, Any] = {}
+    if max_connections is not None:
+        limit = {"max_connections": max_connections, "timeout": 10}
+    client: WaitroomRedis
+    if options.mode is Mode.SENTINEL:
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            options.seeds, sentinel_kwargs=options.sentinel_connection
+        )
+        sentinel_pool = _BlockingSentinelPool if limit else SentinelConnectionPool
+        client = sentinel.master_for(
+            options.master_name,
+            redis_class=WaitroomRedis,
+            connection_pool_class=sentinel_pool,
+            **options.connection,
+            **limit,
+        )
+    else:
+        pool_options = dict(options.connection)
+        if pool_options.pop("ssl", False):
+            pool_options["connection_class"] = SSLConnection
+        pool_class = BlockingConnectionPool if limit else ConnectionPool
+        client = WaitroomRedis(connection_pool=pool_class(**pool_options, **limit))
+        client.auto_close_connection_pool = True
+    client.durability = options.durability
+    return client

@@ -100,3 +100,13 @@ def event_pattern(event_id: str) -> str:
     """A SCAN pattern matching every key of the event, with glob characters escaped."""
     escaped = "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in event_id)
     return f"{PREFIX}:{{{escaped}}}:*"
+
+
+def relay_mark(event_id: str) -> str:
+    """String: when the outbox relay last checked that replicas hold what it read (ms).
+
+    Written right after the relay reads the outbox, on the same connection, so the ``WAIT``
+    that follows covers every write before it (``WAITROOM_REDIS_WAIT_REPLICAS``); in the
+    event's slot, so in a cluster it is on the outbox's shard.
+    """
+    return _event(event_id, "relayed")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
 from shared import keys, messages
+from shared.redis_modes import durability_of, pinned
 from shared.token import Signer, admission_claims, mint
 
 
@@ -30,8 +32,29 @@ def _decode(entry_id: Any, raw: Any) -> OutboxEntry:
 
 
 async def read(redis: Redis, event_id: str, count: int) -> list[OutboxEntry]:
-    """The oldest ``count`` entries of an event's outbox, in the order they were recorded."""
-    rows = await redis.xrange(keys.outbox(event_id), "-", "+", count=count)
+    """The oldest ``count`` entries of an event's outbox, in the order they were recorded.
+
+    With ``WAITROOM_REDIS_WAIT_REPLICAS`` set, only once that many replicas hold them (else
+    ``NotReplicated``): a write of our own after the read, then ``WAIT`` on the same
+    connection, covers every earlier write of every client, because the replication offset it
+    waits for is the server's, not the connection's. So a failover can never take back an
+    admission whose ``queue.ready`` went out.
+    """
+    durability = durability_of(redis)
+    if not durability.on:
+        rows = await redis.xrange(keys.outbox(event_id), "-", "+", count=count)
+    else:
+
+        async def queue(pipe: Any, i: int) -> None:
+            if i == 0:
+                pipe.xrange(keys.outbox(event_id), "-", "+", count=count)
+            else:
+                pipe.set(keys.relay_mark(event_id), int(time.time() * 1000))
+
+        both = [keys.outbox(event_id), keys.relay_mark(event_id)]
+        rows, _ = await pinned(redis, both, queue, durability)
+        if isinstance(rows, Exception):
+            raise rows
     return [_decode(entry_id, raw) for entry_id, raw in rows or []]
 
 

@@ -7,7 +7,7 @@ process killed between two lines of Python can never leave half a change behind.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -15,12 +15,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from shared import keys
 from shared.audit import Actor
 from shared.errors import Code, Refused, WaitroomError
 from shared.ids import event_suffix, new_nonce, ticket_of_session
+from shared.redis_modes import durability_of, pinned
 from shared.sessions import SessionRecord, Status
 
 _EVENT_SCRIPTS = (
@@ -200,12 +201,58 @@ class Scripts:
         argv = self._argv(event_id, *args)
         return await self._scripts[name](keys=event_keys(event_id), args=argv)
 
+    async def _durable(self, name: str, event_id: str, *args: str | int | float) -> Any:
+        """``_event`` for a script whose change someone is told about (a user, Kafka): with
+        ``WAITROOM_REDIS_WAIT_REPLICAS`` set, it returns only once that many replicas hold the
+        change (``WAIT`` on the script's connection), else raises ``NotReplicated``."""
+        durability = durability_of(self.redis)
+        if not durability.on:
+            return await self._event(name, event_id, *args)
+        (reply,) = await self._pipelined(name, [(event_id, self._argv(event_id, *args))])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _pipelined(
+        self, name: str, calls: Sequence[tuple[str, list[str | int | float]]]
+    ) -> list[Any]:
+        """Script ``name`` for each ``(event_id, argv)``, pipelined per server, each event's
+        calls in the given order; replies (or errors) in call order. In a cluster each call goes
+        to its event's shard; the durability wait, when on, ends each server's pipeline."""
+        script = self._scripts[name]
+        per_call_keys = [event_keys(event_id) for event_id, _ in calls]
+        firsts = [k[0] for k in per_call_keys]
+        durability = durability_of(self.redis)
+
+        def queue_for(indexes: list[int]) -> Callable[[Any, int], Awaitable[None]]:
+            async def queue(pipe: Any, j: int) -> None:
+                i = indexes[j]
+                pipe.evalsha(script.sha, len(per_call_keys[i]), *per_call_keys[i], *calls[i][1])
+
+            return queue
+
+        # EVALSHA straight into the pipeline rather than through the script object: redis-py
+        # would then check the script cache (SCRIPT EXISTS) before every pipeline, a second
+        # round trip per durable join. A server that lacks the script (restarted, promoted)
+        # answers NOSCRIPT without running anything, so those calls are sent again after a load.
+        everything = list(range(len(calls)))
+        replies = await pinned(self.redis, firsts, queue_for(everything), durability)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self.redis.script_load(script.script)  # in a cluster: on every master
+            again = await pinned(
+                self.redis, [firsts[i] for i in missing], queue_for(missing), durability
+            )
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
     async def join(self, event_id: str, user_id: str, nonce: str | None = None) -> JoinResult:
         """Join ``user_id`` to the queue, or return their live session.
 
         ``nonce`` is the random part of a new session id (drawn here unless given).
         """
-        reply = await self._event("join", event_id, user_id, nonce or new_nonce())
+        reply = await self._durable("join", event_id, user_id, nonce or new_nonce())
         result = _join_result(reply)
         if isinstance(result, WaitroomError):
             raise result
@@ -220,15 +267,11 @@ class Scripts:
         The scripts run in the given order (a pipeline, not a transaction: each is atomic on
         its own). Each result is the join or the refusal (WTR005, WTR006, WTR009) it met.
         """
-        if not user_ids:
-            return []
-        script = self._scripts["join"]
-        event = event_keys(event_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user_id in user_ids:
-                argv = self._argv(event_id, user_id, new_nonce())
-                await script(keys=event, args=argv, client=pipe)
-            replies = await pipe.execute()
+        calls = [(event_id, self._argv(event_id, u, new_nonce())) for u in user_ids]
+        replies = await self._pipelined("join", calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
         return [_join_result(r) for r in replies]
 
     async def status(self, event_id: str, session_ids: list[str]) -> StatusResult:
@@ -249,14 +292,14 @@ class Scripts:
 
     async def leave(self, event_id: str, session_id: str) -> tuple[LeaveOutcome, Status]:
         """What leaving did, and the status the session had before (``LEFT``) or has now."""
-        reply = await self._event("leave", event_id, session_id)
+        reply = await self._durable("leave", event_id, session_id)
         if _text(reply[0]) == "ERR":
             raise _error(_text(reply[1]))
         return LeaveOutcome(_text(reply[0])), Status(int(reply[1]))
 
     async def admit(self, event_id: str, limit: int) -> AdmitResult | None:
         """One admission step; None when the event has no configuration."""
-        reply = await self._event("admit", event_id, limit)
+        reply = await self._durable("admit", event_id, limit)
         if _text(reply[0]) == "NOEVENT":
             return None
         v = [int(x) for x in reply]
@@ -280,14 +323,14 @@ class Scripts:
         connection error raises for the whole call, and retrying it is safe because ``finish``
         is idempotent.
         """
-        if not outcomes:
-            return []
-        script = self._scripts["finish"]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for event_id, session_id, status, reason in outcomes:
-                argv = self._argv(event_id, session_id, int(status), reason)
-                await script(keys=event_keys(event_id), args=argv, client=pipe)
-            replies = await pipe.execute(raise_on_error=False)
+        calls = [
+            (event_id, self._argv(event_id, session_id, int(status), reason))
+            for event_id, session_id, status, reason in outcomes
+        ]
+        replies = await self._pipelined("finish", calls)
+        for reply in replies:
+            if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
+                raise reply
         return [r if isinstance(r, ResponseError) else FinishOutcome(_text(r[0])) for r in replies]
 
     async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:

@@ -445,6 +445,77 @@ class CommonSettings:
         secret=True,
     )
 
+    # --- Redis deployment: mode, TLS, auth, durability (docs/operations.md, "Redis") ---------
+    # Checked together by shared.redis_config when the client is built (a bad combination
+    # names the variable); secrets come from the environment or a file, never the command line.
+    redis_mode: str = setting(
+        "WAITROOM_REDIS_MODE",
+        "standalone",
+        "standalone (WAITROOM_REDIS_URL is the server), cluster (it is any node of a Redis "
+        "Cluster) or sentinel (WAITROOM_REDIS_SENTINELS find the master).",
+    )
+    redis_cluster_nodes: str = setting(
+        "WAITROOM_REDIS_CLUSTER_NODES",
+        "",
+        "Cluster mode: more nodes to start from (host:port,...) if the URL's node is down.",
+    )
+    redis_sentinels: str = setting(
+        "WAITROOM_REDIS_SENTINELS",
+        "",
+        "Sentinel mode: the Sentinels (host:port,...); the URL then gives only scheme and db.",
+    )
+    redis_master_name: str = setting(
+        "WAITROOM_REDIS_MASTER_NAME", "", "Sentinel mode: the monitored master's name."
+    )
+    redis_username: str = setting(
+        "WAITROOM_REDIS_USERNAME", "", "Redis ACL user (empty: the URL's, else default)."
+    )
+    redis_password: str = setting(
+        "WAITROOM_REDIS_PASSWORD",
+        "",
+        "Password of the Redis ACL user (or requirepass); never printed.",
+        secret=True,
+    )
+    redis_sentinel_username: str = setting(
+        "WAITROOM_REDIS_SENTINEL_USERNAME", "", "ACL user on the Sentinels, if they need one."
+    )
+    redis_sentinel_password: str = setting(
+        "WAITROOM_REDIS_SENTINEL_PASSWORD",
+        "",
+        "Password on the Sentinels, if they need one; never printed.",
+        secret=True,
+    )
+    redis_tls_ca_file: str = setting(
+        "WAITROOM_REDIS_TLS_CA_FILE",
+        "",
+        "rediss:// only: CA bundle (PEM) that signed the servers' certificates; empty: the "
+        "system's.",
+    )
+    redis_tls_cert_file: str = setting(
+        "WAITROOM_REDIS_TLS_CERT_FILE", "", "rediss:// only: client certificate (PEM)."
+    )
+    redis_tls_key_file: str = setting(
+        "WAITROOM_REDIS_TLS_KEY_FILE", "", "rediss:// only: the client certificate's key (PEM)."
+    )
+    redis_tls_check_hostname: bool = setting(
+        "WAITROOM_REDIS_TLS_CHECK_HOSTNAME",
+        True,
+        "rediss:// only: the server certificate must name the host connected to.",
+    )
+    redis_wait_replicas: int = setting(
+        "WAITROOM_REDIS_WAIT_REPLICAS",
+        0,
+        "Replicas that must hold a join, leave, admission or checkout outcome before it is "
+        "answered, relayed or committed (WAIT); 0: do not wait.",
+        minimum=0,
+    )
+    redis_wait_timeout_ms: int = setting(
+        "WAITROOM_REDIS_WAIT_TIMEOUT_MS",
+        500,
+        "Longest wait for those replicas (ms); short of them the call fails as retryable.",
+        minimum=1,
+    )
+
     def __post_init__(self) -> None:
         _check_redis_url(self.redis_url)
         _check_bootstrap(self.kafka_bootstrap_servers)

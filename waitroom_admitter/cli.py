@@ -11,6 +11,7 @@ from shared import heartbeats, keys, metrics
 from shared import settings as settings_mod
 from shared.cli import RET_OK, RET_SETTINGS, check_heartbeats, fail, json_option, run_process
 from shared.logs import configure_logging
+from shared.redis_check import check_at_start
 from shared.signing_keys import KeyFileError
 from shared.token import signer_for
 from waitroom_admitter.worker import Admitter
@@ -38,6 +39,7 @@ def admitter(ctx: click.Context) -> None:
     except (settings_mod.SettingsError, KeyFileError) as exc:
         fail(str(exc), RET_SETTINGS)
     configure_logging(common.log_level)
+    check_at_start(common)
     try:
         metrics.serve(common.metrics_port, common.metrics_addr)
     except OSError as exc:

@@ -11,6 +11,8 @@ from shared import metrics
 from shared import settings as settings_mod
 from shared.cli import RET_ERROR, RET_OK, RET_SETTINGS, fail, run_process
 from shared.logs import configure_logging
+from shared.redis_check import check_at_start
+from shared.redis_config import redis_options
 from shared.settings import SettingsError
 from shared.signing_keys import KeyFileError
 from shared.token import signer_for
@@ -28,11 +30,11 @@ def _announce(server: ApiServer) -> None:
     else:
         security = "TLS"
     log.info(
-        "waitroom API listening on %s:%d (%s; reflection and grpc.health.v1 on), Redis %s",
+        "waitroom API listening on %s:%d (%s; reflection and grpc.health.v1 on), %s",
         host,
         server.port,
         security,
-        server.common.redis_url,
+        redis_options(server.common).where,
     )
     if server.health_server is not None:
         health_host = server.api.health_addr.rpartition(":")[0]
@@ -56,6 +58,7 @@ def api() -> None:
         fail(str(exc), RET_SETTINGS)
         return
     configure_logging(common.log_level)
+    check_at_start(common)
     try:
         metrics.serve(common.metrics_port, common.metrics_addr)
     except OSError as exc:

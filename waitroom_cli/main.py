@@ -57,7 +57,7 @@ class LazyGroup(click.Group):
         except Exception as exc:
             if not _is_redis_error(exc):
                 raise
-            problem = redis_problem(exc, settings_mod.lookup_or_default("WAITROOM_REDIS_URL"))
+            problem = redis_problem(exc, settings_mod.load(settings_mod.CommonSettings))
             if problem is None:
                 raise
             fail(problem, RET_CONNECT)

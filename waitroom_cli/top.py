@@ -197,7 +197,7 @@ def top(interval: float, as_json: bool) -> None:
                 current = with_rates(await collect(scripts), previous)
                 screen, previous = render(current), current
             except Exception as exc:
-                problem = redis_problem(exc, config.redis_url)
+                problem = redis_problem(exc, config)
                 if problem is None:
                     raise
                 screen = f"waitroom top: {problem}; retrying every {interval:g} s"

@@ -27,6 +27,7 @@ from shared.ids import event_of_session
 from shared.kafka import bootstrap_servers, kafka_producer, probe_kafka
 from shared.logs import configure_logging
 from shared.messages import CHECKOUT_COMPLETED, CHECKOUT_EXPIRED, CHECKOUT_FAILED, checkout_message
+from shared.redis_check import check_at_start
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 from shared.timefmt import now_ms
@@ -57,6 +58,7 @@ def consumer(ctx: click.Context) -> None:
 
     common, tuning, consumer_settings = _settings()
     configure_logging(common.log_level)
+    check_at_start(common)
     metrics.serve(common.metrics_port, common.metrics_addr)
     sys.exit(run_process(Consumer(common, tuning, consumer_settings).run()))
 
