@@ -118,6 +118,8 @@ def process_env(redis_env: dict[str, str], bootstrap: str, tag: str) -> dict[str
             "WAITROOM_KAFKA_SESSION_TIMEOUT_MS": "2000",
             "WAITROOM_KAFKA_HEARTBEAT_INTERVAL_MS": "600",
             "WAITROOM_KAFKA_FETCH_MAX_WAIT_MS": "50",
+            # Each test's own topics: the processes create them, as in tests/conftest.py.
+            "WAITROOM_KAFKA_AUTO_CREATE_TOPICS": "1",
             "WAITROOM_TOPIC_CHECKOUT_COMPLETED": f"checkout.completed.{tag}",
             "WAITROOM_TOPIC_CHECKOUT_FAILED": f"checkout.failed.{tag}",
             "WAITROOM_TOPIC_CHECKOUT_EXPIRED": f"checkout.expired.{tag}",
