@@ -82,3 +82,9 @@ def done(event_id: str) -> str:
 def lock(event_id: str) -> str:
     """String: the admitter replica that works this event now (``SET NX PX`` owner token)."""
     return _event(event_id, "lock")
+
+
+#: Appended to an event id published on ``NOTIFY_CHANNEL`` when only the event's outbox needs
+#: relaying (``join.lua``, into a full checkout): the admitter relays without an admission step.
+#: A newline is never part of an event id (ids refuse control characters).
+RELAY_ONLY_SUFFIX = "\n"

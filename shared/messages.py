@@ -221,3 +221,9 @@ def checkout_message(
     if topic == CHECKOUT_EXPIRED:
         body["expired_at"] = format_ms_precise(now_ms)
     return body
+
+
+#: Compacted topic keyed by event id: each event's latest watermark (what Kafka holds of it and
+#: its configuration), written by the relay with every batch; recovery reads it
+#: (``shared.recovery``, docs/reliability.md).
+EVENTS_TOPIC = "waitroom.events"

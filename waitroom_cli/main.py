@@ -30,6 +30,7 @@ _LAZY = {
     "checkout": "waitroom_consumer.cli:checkout",
     "dev": "waitroom_dev.cli:dev",
     "simulate": "waitroom_dev.cli:simulate",
+    "recover": "waitroom_cli.recover:recover",
 }
 
 
