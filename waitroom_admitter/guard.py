@@ -170,8 +170,10 @@ class RecoveryGuard:
                 if not self.settings.recovery_auto and not probe.recovery:
                     return  # paused (fenced) until an operator runs `waitroom recover`
             report = await recover_event(
-                self.scripts, history, mark, margin=self.settings.recovery_ticket_margin
+                self.scripts, event_id, history, mark, margin=self.settings.recovery_ticket_margin
             )
+            if report.action == "verified":
+                log.info("event %s checked against Kafka: Redis holds all of it", event_id)
             if report.action == "restored":
                 self.restored += 1
                 metrics.RECOVERY_LOST_JOINS.labels(event_id).inc(report.lost_joins)

@@ -70,6 +70,7 @@ class EventReport:
 
 async def recover_event(
     scripts: Scripts,
+    event_id: str,
     history: EventHistory | None,
     mark: Watermark | None,
     *,
@@ -78,7 +79,6 @@ async def recover_event(
 ) -> EventReport:
     """Check one event against Kafka and rebuild what Redis lost (module docstring)."""
     started = time.monotonic()
-    event_id = history.event_id if history is not None else mark.event_id if mark else ""
     report = EventReport(event_id, kafka_messages=history.messages if history else 0)
     probe = await scripts.restore_probe(event_id)
     reason = regression(probe, mark) or probe.recovery or (FORCED if force else "")
@@ -209,6 +209,7 @@ async def recover(
         history = state.histories.get(event_id) or EventHistory(event_id)
         report = await recover_event(
             scripts,
+            event_id,
             history,
             best_mark(history, state.watermarks.get(event_id)),
             margin=margin,
