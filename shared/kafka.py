@@ -140,6 +140,7 @@ def default_topics(
         consumer.topic_failed,
         consumer.topic_expired,
         consumer.dlq_topic,
+        messages.EVENTS_TOPIC,
     ]
     return dict.fromkeys(names, partitions)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -30,7 +31,7 @@ from redis.exceptions import RedisError
 from shared import messages, metrics
 from shared.backoff import Outage, bug, is_transient
 from shared.ids import ticket_of_session
-from shared.kafka import KafkaUnreachable, Record
+from shared.kafka import KafkaThread, KafkaUnreachable, Record
 from shared.outbox import OutboxEntry
 from shared.recovery.restore import best_mark, read_kafka, read_watermarks, recover_event
 from shared.recovery.watermark import Watermark, event_config, regression
@@ -72,6 +73,9 @@ class RecoveryGuard:
         self.behind: set[str] = set()  # reported behind Kafka, not yet verified
         self.run_id = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # A daemon thread, as for every blocking Kafka call: a read stuck on a hung broker
+        # must not keep the process from exiting (asyncio's default executor is joined).
+        self._thread = KafkaThread("recovery")
         self.checks = 0
         self.regressions = 0
         self.restored = 0
@@ -156,11 +160,14 @@ class RecoveryGuard:
             mark = self.marks.get(event_id)
             reason = regression(probe, mark) or probe.recovery
             history = None
-            if reason or mark is None:
-                # Behind, or nothing relayed under a watermark yet: the topics decide.
-                state = await asyncio.to_thread(
+            if reason or (mark is None and probe.generation):
+                # Behind, or checked before but without a watermark on Kafka: the topics decide.
+                # (Never checked and no watermark: nothing of it was relayed since it was
+                # created, so there is nothing Kafka could hold that Redis lost.)
+                read = functools.partial(
                     read_kafka, self.common, self.tuning, self.consumer, {event_id}
                 )
+                state = await self._thread.call(read)
                 self.kafka_outage.recovered()
                 history = state.histories.get(event_id)
                 mark = best_mark(history, state.watermarks.get(event_id) or mark)
@@ -208,7 +215,8 @@ class RecoveryGuard:
         )
 
     async def _load(self) -> None:
-        marks = await asyncio.to_thread(read_watermarks, self.common, self.tuning, self.consumer)
+        read = functools.partial(read_watermarks, self.common, self.tuning, self.consumer)
+        marks = await self._thread.call(read)
         for event_id, mark in marks.items():
             known = self.marks.get(event_id)
             self.marks[event_id] = mark if known is None else mark.advanced(known)
@@ -246,6 +254,7 @@ class RecoveryGuard:
             task.cancel()
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._thread.close()
 
     def __repr__(self) -> str:
         return (

@@ -78,6 +78,7 @@ def recover(event_ids: tuple[str, ...], all_events: bool, force: bool, as_json: 
         fail("WAITROOM_KAFKA_BOOTSTRAP_SERVERS is empty: there is no Kafka to recover from")
 
     def progress(read: int, total: int) -> None:
+        total = max(total, read)  # Tansu counts batches, not records, in its end offsets
         click.echo(f"\rreading Kafka: {read:,} of about {total:,} records", nl=False, err=True)
 
     def done(report: EventReport) -> None:

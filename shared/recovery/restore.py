@@ -18,7 +18,7 @@ outcomes that arrive meanwhile win, because a session never moves back.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +26,7 @@ from typing import Any
 
 from shared import keys
 from shared.errors import Refused
+from shared.kafka import KafkaThread
 from shared.recovery.history import EventHistory, HistoryReader
 from shared.recovery.plan import plan_event
 from shared.recovery.reader import read_to_end
@@ -191,7 +192,12 @@ async def recover(
         Refused: an event neither Redis nor Kafka knows.
     """
     wanted = None if events is None else set(events)
-    state = await asyncio.to_thread(read_kafka, common, tuning, consumer, wanted, progress)
+    thread = KafkaThread("recovery")  # a daemon thread: a hung broker cannot block exiting
+    try:
+        read = functools.partial(read_kafka, common, tuning, consumer, wanted, progress)
+        state = await thread.call(read)
+    finally:
+        thread.close()
     known = set(state.watermarks) | {e for e, h in state.histories.items() if h.sessions}
     in_redis = {
         (m.decode() if isinstance(m, bytes) else str(m))
