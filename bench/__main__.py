@@ -29,6 +29,7 @@ BENCHMARKS = {
     "refill": "bench.refill",
     "fanout": "bench.fanout",
     "consumer": "bench.consumer",
+    "recovery": "bench.recovery",
 }
 
 
