@@ -71,6 +71,7 @@ class RecoveryGuard:
         self.loaded = not self.kafka  # watermarks read from Kafka since start
         self.verified: set[str] = set()
         self.behind: set[str] = set()  # reported behind Kafka, not yet verified
+        self.scanned = False  # this Redis server searched for events it lost entirely
         self.run_id = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         # A daemon thread, as for every blocking Kafka call: a read stuck on a hung broker
@@ -85,9 +86,17 @@ class RecoveryGuard:
     def relayable(self, event_id: str) -> bool:
         return self.loaded and event_id in self.verified
 
-    async def prepare(self, event_id: str, entries: list[OutboxEntry]) -> tuple[Record, Watermark]:
-        """The watermark record to send with a batch: it holds once Kafka has the batch."""
+    async def prepare(
+        self, event_id: str, entries: list[OutboxEntry]
+    ) -> tuple[Record, Watermark] | None:
+        """The watermark record to send with a batch (it holds once Kafka has the batch), or
+        None when Redis is another server than the one the event was checked on: relaying now
+        would write that server's run id into the watermark and hide what it lost, so the
+        batch waits for the next sweep's check."""
         probe = await self.scripts.restore_probe(event_id)
+        if probe.run_id != self.run_id:
+            self.verified.discard(event_id)
+            return None
         joined = [e for e in entries if e.topic == messages.QUEUE_JOINED]
         ready = [e for e in entries if e.topic == messages.QUEUE_READY]
         batch = Watermark(
@@ -121,8 +130,9 @@ class RecoveryGuard:
                 log.warning("Redis is a new server (run id %s, was %s)", run_id, self.run_id)
             self.run_id = run_id
             self.verified.clear()
-            if self.kafka:
-                self._spawn("", self._scan())
+            self.scanned = False
+        if self.kafka and not self.scanned and "" not in self._tasks:
+            self._spawn("", self._scan())  # again each sweep until Kafka answers
         for event_id in owned:
             if event_id in self.verified or event_id in self._tasks:
                 continue
@@ -233,8 +243,9 @@ class RecoveryGuard:
                 if reason is None:
                     continue
                 self._report(event_id, reason)
-                if self.settings.recovery_rebuild_missing:
+                if self.settings.recovery_rebuild_missing and event_id not in self._tasks:
                     self._spawn(event_id, self._verify(event_id))
+            self.scanned = True
         except Exception as exc:
             self._failed(exc, "missing events")
 

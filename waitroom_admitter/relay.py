@@ -156,7 +156,10 @@ class Relay:
                 return None
             extra, mark = None, None
             if self.guard is not None:
-                extra, mark = await self.guard.prepare(event_id, entries)
+                prepared = await self.guard.prepare(event_id, entries)
+                if prepared is None:
+                    return None  # Redis changed server: the guard checks it first
+                extra, mark = prepared
             try:
                 produce = functools.partial(self._produce, event_id, entries, extra)
                 dead = await self._thread.call(produce)
