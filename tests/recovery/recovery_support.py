@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 import warnings
@@ -263,7 +262,3 @@ def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
             f.get(30)
     finally:
         producer.close(5)
-
-
-def python() -> str:
-    return sys.executable
