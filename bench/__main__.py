@@ -34,6 +34,7 @@ BENCHMARKS = {
     "consumer": "bench.consumer",
     "cluster": "bench.cluster",
     "durability": "bench.durability",
+    "recovery": "bench.recovery",
 }
 
 

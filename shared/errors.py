@@ -13,6 +13,7 @@ class ErrorKind(enum.Enum):
     ALREADY_EXISTS = "already_exists"
     FAILED_PRECONDITION = "failed_precondition"
     RESOURCE_EXHAUSTED = "resource_exhausted"
+    UNAVAILABLE = "unavailable"
 
 
 class Code(enum.Enum):
@@ -27,6 +28,9 @@ class Code(enum.Enum):
     INVALID_INPUT = ("WTR007", ErrorKind.INVALID_ARGUMENT)
     EVENT_CONFIG_NOT_FOUND = ("WTR008", ErrorKind.NOT_FOUND)
     EVENT_CLOSED = ("WTR009", ErrorKind.FAILED_PRECONDITION)
+    # Redis restarted or failed over and the event is not yet checked against Kafka, or it is
+    # being rebuilt from Kafka: retry shortly (docs/reliability.md).
+    RECOVERING = ("WTR011", ErrorKind.UNAVAILABLE)
 
     @property
     def prefix(self) -> str:

@@ -53,7 +53,11 @@ OLD_SERVICE_PARTITIONS = {
     messages.QUEUE_READY: 10,
     # New: operators' changes to events, a trickle like the smaller topics.
     messages.WAITROOM_AUDIT: 5,
+    # New: each event's latest watermark, for recovery (compacted: see TOPIC_CONFIGS).
+    messages.EVENTS_TOPIC: 5,
 }
+#: Per-topic configuration given when a topic is created.
+TOPIC_CONFIGS = {messages.EVENTS_TOPIC: {"cleanup.policy": "compact"}}
 #: The dead-letter topic is new; a trickle of messages needs no more than the smaller topics.
 DEAD_LETTER_PARTITIONS = 5
 #: Replicas per partition ``waitroom kafka create-topics`` asks for unless told otherwise: a
@@ -248,7 +252,12 @@ def ensure_topics(
     try:
         existing = set(admin.list_topics())
         wanted = [
-            NewTopic(name, num_partitions=parts, replication_factor=replication_factor)
+            NewTopic(
+                name,
+                num_partitions=parts,
+                replication_factor=replication_factor,
+                topic_configs=TOPIC_CONFIGS.get(name, {}),
+            )
             for name, parts in topics.items()
             if name not in existing
         ]
@@ -277,6 +286,7 @@ def default_topics(consumer: ConsumerSettings, partitions: int | None = None) ->
         consumer.topic_failed,
         consumer.topic_expired,
         consumer.dlq_topic,
+        messages.EVENTS_TOPIC,
     ]
     return {name: partitions or counts[name] for name in names}
 

@@ -110,3 +110,9 @@ def relay_mark(event_id: str) -> str:
     event's slot, so in a cluster it is on the outbox's shard.
     """
     return _event(event_id, "relayed")
+
+
+#: Appended to an event id published on ``NOTIFY_CHANNEL`` when only the event's outbox needs
+#: relaying (``join.lua``, into a full checkout): the admitter relays without an admission step.
+#: A newline is never part of an event id (ids refuse control characters).
+RELAY_ONLY_SUFFIX = "\n"

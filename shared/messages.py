@@ -237,3 +237,9 @@ def audit_message(fields: dict[str, Any], now_ms: int) -> dict[str, Any]:
         "at": format_ms_precise(int(fields["at_ms"])),
         "timestamp": format_ms_precise(now_ms),
     }
+
+
+#: Compacted topic keyed by event id: each event's latest watermark (what Kafka holds of it and
+#: its configuration), written by the relay with every batch; recovery reads it
+#: (``shared.recovery``, docs/reliability.md).
+EVENTS_TOPIC = "waitroom.events"

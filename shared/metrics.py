@@ -122,3 +122,22 @@ REDIS_MAXMEMORY = Gauge(
 REDIS_PING = Gauge(
     "waitroom_redis_ping_seconds", "Round trip of one PING from the admitter, every sweep."
 )
+
+# --- recovery (docs/reliability.md) ------------------------------------------------------------
+EVENT_RECOVERING = Gauge(
+    "waitroom_event_recovering",
+    "1 while the event's state in Redis is behind Kafka, being rebuilt from it, or missing "
+    "(joins answer WTR011 and nobody is admitted), else 0.",
+    ["event"],
+)
+REDIS_REGRESSIONS = Counter(
+    "waitroom_redis_regressions_total",
+    "Times Redis was found behind Kafka for an event (it restarted or failed over and lost "
+    "writes, or restarted empty).",
+    ["event"],
+)
+RECOVERY_LOST_JOINS = Counter(
+    "waitroom_recovery_lost_joins_total",
+    "Joins acknowledged but lost with Redis before they reached Kafka, found by recoveries.",
+    ["event"],
+)

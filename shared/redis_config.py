@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from shared.settings import CommonSettings, SettingsError
+from shared.settings import CommonSettings, SettingsError, redact_url
 
 
 class Mode(enum.StrEnum):
@@ -71,9 +71,8 @@ class RedisOptions:
         if self.mode is Mode.SENTINEL:
             sentinels = ",".join(f"{h}:{p}" for h, p in self.seeds)
             return f"Redis master {self.master_name!r} via Sentinels {sentinels}"
-        parts = urlsplit(self.url)  # checked by redis_options
-        address = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}"
-        return f"Redis Cluster at {address}" if self.mode is Mode.CLUSTER else f"Redis {address}"
+        address = redact_url(self.url)  # the URL as given, never its password
+        return f"Redis Cluster at {address}" if self.mode is Mode.CLUSTER else f"Redis at {address}"
 
 
 def _addresses(name: str, raw: str) -> list[tuple[str, int]]:

@@ -35,6 +35,7 @@ _EVENT_SCRIPTS = (
     "event_save",
     "event_sync",
     "event_delete",
+    *("restore_probe", "restore_begin", "restore_sessions", "restore_holes", "restore_done"),
 )
 _LOCK_SCRIPTS = ("lock_renew", "lock_release")
 
@@ -79,6 +80,7 @@ _CONTRACT_ERRORS = {
     "WTR006": (Code.EVENT_NOT_FOUND, "event not found"),
     "WTR008": (Code.EVENT_CONFIG_NOT_FOUND, "event config not found"),
     "WTR009": (Code.EVENT_CLOSED, "the waiting room for this event is closed"),
+    "WTR011": (Code.RECOVERING, "the waiting room is recovering its state; retry shortly"),
 }
 
 
@@ -403,3 +405,74 @@ class Scripts:
 
     async def release_lock(self, key: str, token: str) -> bool:
         return bool(await self._scripts["lock_release"](keys=[key], args=[token]))
+
+    # --- recovery (shared/recovery, docs/reliability.md) ------------------------------------
+
+    async def restore_probe(self, event_id: str) -> Probe:
+        """What recovery compares with Kafka, in one consistent read (read-only)."""
+        v = await self._event("restore_probe", event_id)
+        config = {_text(v[i]): _text(v[i + 1]) for i in range(8, len(v), 2)}
+        return Probe(
+            run_id=_text(v[0]),
+            generation=_text(v[1]),
+            recovery=_text(v[2]),
+            seq=int(v[3]),
+            head=int(v[4]),
+            max_deleted_id=_text(v[5]),
+            recovered_through=_text(v[6]),
+            outbox_length=int(v[7]),
+            config=config,
+        )
+
+    async def restore_begin(
+        self, event_id: str, reason: str, min_seq: int, config: dict[str, str]
+    ) -> tuple[bool, int, int]:
+        """Mark the event recovering and raise its ticket counter to ``min_seq``; ``config``
+        is written only when Redis has none. Returns (config rebuilt, seq before, seq after)."""
+        pairs = [item for pair in config.items() for item in pair]
+        v = await self._event("restore_begin", event_id, reason, min_seq, *pairs)
+        return bool(int(v[0])), int(v[1]), int(v[2])
+
+    async def restore_sessions(
+        self, event_id: str, rows: Sequence[tuple[int, str]]
+    ) -> tuple[int, int, int, int]:
+        """Merge (ticket, record JSON) rows; (written, advanced, kept, conflicts)."""
+        args = [item for row in rows for item in row]
+        v = await self._event("restore_sessions", event_id, *args)
+        return int(v[0]), int(v[1]), int(v[2]), int(v[3])
+
+    async def restore_holes(self, event_id: str, tickets: Sequence[int]) -> tuple[int, int]:
+        """Make holes of the tickets nobody waits under; (holes, of which without a session)."""
+        v = await self._event("restore_holes", event_id, *tickets)
+        return int(v[0]), int(v[1])
+
+    async def restore_done(
+        self, event_id: str, min_head: int, recovered_through: str
+    ) -> tuple[str, int] | None:
+        """Stamp the event verified by this Redis; (run id, head), None without a config."""
+        v = await self._event("restore_done", event_id, min_head, recovered_through)
+        if _text(v[0]) == "NOEVENT":
+            return None
+        return _text(v[0]), int(v[1])
+
+
+@dataclass(frozen=True)
+class Probe:
+    """An event's recovery facts (``restore_probe``): the server's run id, the generation the
+    event was last checked under, counters, the outbox's highest relayed (deleted) record id,
+    and the config (empty when Redis has none)."""
+
+    run_id: str
+    generation: str
+    recovery: str
+    seq: int
+    head: int
+    max_deleted_id: str
+    recovered_through: str
+    outbox_length: int
+    config: dict[str, str]
+
+    @property
+    def verified(self) -> bool:
+        """Checked against Kafka by this very server, and not being rebuilt."""
+        return bool(self.config) and self.generation == self.run_id and not self.recovery

@@ -764,6 +764,27 @@ class AdmitterSettings:
         "",
         "This replica's name in heartbeats and lock tokens; empty: hostname-pid.",
     )
+    # Recovery (docs/reliability.md); `waitroom recover` reads the margin too.
+    recovery_ticket_margin: int = setting(
+        "WAITROOM_RECOVERY_TICKET_MARGIN",
+        10000,
+        "Tickets skipped (made holes) when Redis lost joins, past every ticket Kafka knows: "
+        "covers joins acknowledged but never relayed, so no ticket is handed out twice. At "
+        "least the joins per second times the seconds Redis may lose.",
+        minimum=0,
+    )
+    recovery_auto: bool = setting(
+        "WAITROOM_RECOVERY_AUTO",
+        True,
+        "Rebuild an owned event from Kafka at once when Redis is behind it; off: keep it "
+        "paused until `waitroom recover`.",
+    )
+    recovery_rebuild_missing: bool = setting(
+        "WAITROOM_RECOVERY_REBUILD_MISSING",
+        False,
+        "Also rebuild events Redis lost entirely (it restarted empty); off: report them and "
+        "wait for `waitroom recover --all`.",
+    )
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from shared.kafka import (
 from shared.settings import CommonSettings, KafkaClientSettings
 from shared.timefmt import format_ms_precise
 from shared.token import Signer
+from waitroom_admitter.guard import RecoveryGuard
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +60,10 @@ class Relay:
         redis_outage: Outage,
         dead_letter_topic: str,
         signer: Signer,
+        guard: RecoveryGuard | None = None,
     ) -> None:
         self.redis = redis
+        self.guard = guard
         self.common = common
         self.tuning = tuning
         self.batch = batch
@@ -106,6 +109,9 @@ class Relay:
                     continue
             pending, self._dirty = self._dirty, set()
             owned = set(self.owned())
+            if self.guard is not None:
+                # Not yet checked against Kafka: the guard kicks it once it is.
+                owned = {e for e in owned if self.guard.relayable(e)}
             for event_id in sorted(pending & owned):
                 if stopping.is_set():
                     return
@@ -130,6 +136,8 @@ class Relay:
             return  # Kafka was down when last tried: leave the records to the next owner
         never = asyncio.Event()
         for event_id in sorted(events):
+            if self.guard is not None and not self.guard.relayable(event_id):
+                continue
             try:
                 if await self._drain(event_id, never) is not None:
                     return
@@ -150,14 +158,23 @@ class Relay:
             if not entries:
                 metrics.OUTBOX_BACKLOG.labels(event_id).set(0)
                 return None
+            extra, mark = None, None
+            if self.guard is not None:
+                prepared = await self.guard.prepare(event_id, entries)
+                if prepared is None:
+                    return None  # Redis changed server: the guard checks it first
+                extra, mark = prepared
             try:
-                dead = await self._thread.call(functools.partial(self._produce, event_id, entries))
+                produce = functools.partial(self._produce, event_id, entries, extra)
+                dead = await self._thread.call(produce)
             except Exception as exc:
                 # Any failure, whatever kafka-python raises, leaves the batch in the outbox.
                 self.failures += 1
                 await self._discard_producer()
                 return self.kafka_outage.failed(exc)
             self.kafka_outage.recovered()
+            if self.guard is not None and mark is not None:
+                self.guard.relayed(mark)
             try:
                 await outbox.acknowledge(self.redis, event_id, entries)
                 backlog = await self.redis.xlen(keys.outbox(event_id))
@@ -169,6 +186,10 @@ class Relay:
             self._count(entries, dead)
             metrics.OUTBOX_BACKLOG.labels(event_id).set(backlog)
             if len(entries) < self.batch or stopping.is_set():
+                if backlog:
+                    # Recorded while this batch was on its way: no wake-up announces them
+                    # (join.lua announces only the first record of an idle outbox).
+                    self.kick(event_id)
                 return None
 
     def _count(self, entries: list[outbox.OutboxEntry], dead: int) -> None:
@@ -196,14 +217,17 @@ class Relay:
         # kafka-python waits up to 30 s to bootstrap from a dead address; a plain connect
         # finds out at once, so a retry during an outage costs milliseconds.
         probe_kafka(bootstrap_servers(self.common), min(self.tuning.request_timeout_ms / 1000, 2.0))
-        topics = [*messages.PRODUCED_TOPICS, self.dead_letter_topic]
+        topics = [*messages.PRODUCED_TOPICS, self.dead_letter_topic, messages.EVENTS_TOPIC]
         ensure_topics(self.common, dict.fromkeys(topics, TOPIC_PARTITIONS))
         # Created afresh after every failure: a broker that came back empty does not know the
         # old idempotent producer id, and a new one starts clean.
         self._producer = kafka_producer(self.common, self.tuning, client_id=self.client_id)
 
-    def _produce(self, event_id: str, entries: list[outbox.OutboxEntry]) -> int:
-        """Send a batch and wait for every acknowledgement (runs on the Kafka thread).
+    def _produce(
+        self, event_id: str, entries: list[outbox.OutboxEntry], extra: Record | None = None
+    ) -> int:
+        """Send a batch (and ``extra``, the event's watermark) and wait for every
+        acknowledgement (runs on the Kafka thread).
 
         Returns how many entries went to the dead-letter topic instead.
         """
@@ -223,6 +247,8 @@ class Relay:
                 dead += 1
             header = (messages.MESSAGE_ID_HEADER, message.message_id.encode("utf-8"))
             records.append((message.topic, message.key, message.value, [header, stamp]))
+        if extra is not None:
+            records.append(extra)
         send_and_wait(self._producer, records, self.tuning.request_timeout_ms / 1000)
         return dead
 

@@ -34,6 +34,7 @@ from shared.token import Signer, signer_for
 from waitroom_admitter import schedule
 from waitroom_admitter.admission import EventWorker
 from waitroom_admitter.clock import RedisClock
+from waitroom_admitter.guard import RecoveryGuard
 from waitroom_admitter.locks import Lock, Locks
 from waitroom_admitter.relay import Relay
 
@@ -85,6 +86,15 @@ class Admitter:
         self.locks = Locks(self.scripts, settings.lock_ttl_ms, self.replica_id)
         self.clock = RedisClock()
         self.redis_outage = Outage("Redis", log, pool=self.redis.connection_pool)
+        self.guard = RecoveryGuard(
+            self.scripts,
+            common,
+            tuning,
+            settings,
+            # The checkout topics' names, which recovery reads.
+            load(ConsumerSettings),
+            on_verified=self._on_notify,
+        )
         self.relay: Relay | None = None
         if common.kafka_enabled:
             self.relay = Relay(
@@ -97,6 +107,7 @@ class Admitter:
                 redis_outage=self.redis_outage,
                 dead_letter_topic=dead_letter_topic or ConsumerSettings().dlq_topic,
                 signer=signer or signer_for(common, load(TokenKeySettings)),
+                guard=self.guard,
             )
         self.wakeups = NotifyListener(
             self.redis,
@@ -175,6 +186,7 @@ class Admitter:
                 await heartbeats.remove(self.redis, keys.ADMITTER_HEARTBEATS, self.replica_id)
         except Exception as exc:  # Redis down, or the grace ran out (TimeoutError)
             log.warning("could not release every lock; they run out by themselves: %r", exc)
+        await self.guard.close()
         if self.relay is not None:
             await self.relay.close()
         with contextlib.suppress(Exception):  # the connections may be gone already
@@ -211,6 +223,7 @@ class Admitter:
         live = sum(1 for b in beats if b.fresh())
         event_ids = await self.store.list_ids()
         await self._rebalance(event_ids, live)
+        await self.guard.check(list(self.owned))
         for event_id in list(self.owned):
             await self._upkeep(event_id)
         await self._measure_redis()
@@ -333,6 +346,9 @@ class Admitter:
     # --- wake-ups -----------------------------------------------------------------------------
 
     def _on_notify(self, event_id: str) -> None:
+        if event_id.endswith(keys.RELAY_ONLY_SUFFIX):  # a join to relay, nobody to admit
+            self._on_change(event_id.removesuffix(keys.RELAY_ONLY_SUFFIX))
+            return
         owned = self.owned.get(event_id)
         if owned is not None:
             owned.worker.notify()
@@ -350,7 +366,7 @@ class Admitter:
         return (
             f"Admitter(replica={self.replica_id!r}, events={len(self.owned)}, "
             f"admitted={self.admitted}, sweeps={self.sweeps}, purged={self.purged}, "
-            f"{self.locks!r}, {self.relay!r}, {self.wakeups!r})"
+            f"{self.locks!r}, {self.relay!r}, {self.wakeups!r}, {self.guard!r})"
         )
 
 

@@ -3,7 +3,9 @@
 The standard service says whether this process takes traffic (SERVING while running,
 NOT_SERVING once draining), which is what load balancers and Kubernetes probes ask. The
 contract's HealthCheck also reports the dependencies: Redis, which every RPC needs, and Kafka,
-which the API never talks to (the admitter relays the outbox) but operators want to see.
+which the API never talks to (the admitter relays the outbox) but operators want to see; and
+``recovery``: events whose Redis state is being rebuilt from Kafka, or not yet checked against it
+after Redis restarted (their joins answer WTR011 meanwhile, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from typing import Any
 from grpc_health.v1 import health, health_pb2
 from redis.asyncio import Redis
 
+from shared import keys
 from shared.kafka import KafkaUnreachable, bootstrap_servers, probe_kafka
 from shared.proto import waitroom_pb2
+from shared.scripts import Scripts
 from shared.settings import CommonSettings
 
 #: Full name of the contract's service, as health checks and reflection name it.
@@ -26,6 +30,9 @@ SERVICE_NAME = waitroom_pb2.DESCRIPTOR.services_by_name["WaitroomService"].full_
 
 PROBE_TIMEOUT = 1.0
 KAFKA_CACHE_SECONDS = 5.0
+RECOVERY_CACHE_SECONDS = 2.0
+#: Events the recovery component looks at (one read each); the rest are summed up as "more".
+RECOVERY_EVENTS = 200
 
 
 @functools.cache
@@ -53,6 +60,9 @@ class HealthProbe:
         self.draining = False
         self._kafka: tuple[float, str] | None = None
         self._kafka_lock = asyncio.Lock()
+        self.scripts = Scripts(redis)
+        self._recovery: tuple[float, str] | None = None
+        self._recovery_lock = asyncio.Lock()
 
     async def redis_status(self) -> str:
         try:
@@ -77,9 +87,45 @@ class HealthProbe:
             self._kafka = (time.monotonic(), answer)
             return answer
 
+    async def recovery_status(self) -> str:
+        """ "ok", or the events paused for recovery: "recovering: A, B" (being rebuilt) and
+        "unchecked: C" (Redis restarted; an admitter has not compared it with Kafka yet)."""
+        async with self._recovery_lock:
+            cached = self._recovery
+            if cached is not None and time.monotonic() - cached[0] < RECOVERY_CACHE_SECONDS:
+                return cached[1]
+            try:
+                answer = await asyncio.wait_for(self._read_recovery(), PROBE_TIMEOUT * 2)
+            except Exception as exc:
+                answer = f"error: {exc or type(exc).__name__}"
+            self._recovery = (time.monotonic(), answer)
+            return answer
+
+    async def _read_recovery(self) -> str:
+        scripts = self.scripts
+        raw = await self.redis.smembers(keys.EVENTS)
+        members = sorted(m.decode() if isinstance(m, bytes) else str(m) for m in raw)
+        recovering, unchecked = [], []
+        for event_id in members[:RECOVERY_EVENTS]:
+            probe = await scripts.restore_probe(event_id)
+            if probe.recovery:
+                recovering.append(event_id)
+            elif probe.generation and not probe.verified:
+                unchecked.append(event_id)
+        parts = []
+        if recovering:
+            parts.append(f"recovering: {', '.join(recovering)}")
+        if unchecked:
+            parts.append(f"unchecked: {', '.join(unchecked)}")
+        if len(members) > RECOVERY_EVENTS:
+            parts.append(f"{len(members) - RECOVERY_EVENTS} more events not looked at")
+        return "; ".join(parts) or "ok"
+
     async def components(self) -> dict[str, str]:
-        redis_answer, kafka_answer = await asyncio.gather(self.redis_status(), self.kafka_status())
-        return {"redis": redis_answer, "kafka": kafka_answer}
+        redis_answer, kafka_answer, recovery_answer = await asyncio.gather(
+            self.redis_status(), self.kafka_status(), self.recovery_status()
+        )
+        return {"redis": redis_answer, "kafka": kafka_answer, "recovery": recovery_answer}
 
     def __repr__(self) -> str:
         return f"HealthProbe(draining={self.draining}, kafka={self._kafka})"

@@ -150,8 +150,22 @@ def show(event_id: str, as_json: bool) -> None:
         return await store.get(event_id), await store.stats(event_id)
 
     config, stats = with_redis(go)
-    data = {**config.to_json(), "stats": vars(stats)}
-    emit(as_json, data, _describe(config, stats))
+    recovery = with_redis(lambda scripts: _recovery(scripts, event_id))
+    data = {**config.to_json(), "stats": vars(stats), "recovery": recovery}
+    emit(as_json, data, _describe(config, stats) + f"\n  recovery          {recovery['text']}")
+
+
+async def _recovery(scripts: Scripts, event_id: str) -> dict[str, str]:
+    """Whether the event's Redis state is checked against Kafka (docs/reliability.md)."""
+    probe = await scripts.restore_probe(event_id)
+    if probe.recovery:
+        state, text = "recovering", f"RECOVERING from Kafka, joins refused: {probe.recovery}"
+    elif probe.verified or not probe.generation:
+        state, text = "ok", "ok"
+    else:
+        state = "unchecked"
+        text = "UNCHECKED: Redis restarted; joins refused until an admitter compares it with Kafka"
+    return {"state": state, "text": text, "reason": probe.recovery}
 
 
 @event.command(name="list")

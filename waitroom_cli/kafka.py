@@ -19,6 +19,7 @@ from shared import settings as settings_mod
 from shared.cli import RET_CONNECT, RET_INVALID, RET_OK, RET_SETTINGS, emit, fail, json_option
 from shared.kafka import (
     DEFAULT_REPLICATION_FACTOR,
+    TOPIC_CONFIGS,
     KafkaUnreachable,
     bootstrap_servers,
     client_options,
@@ -115,7 +116,15 @@ def apply(
         missing = [r for r in reports if r.action == "create"]
         if dry_run or not missing:
             return reports
-        new = [NewTopic(r.topic, r.partitions, r.replication_factor) for r in missing]
+        new = [
+            NewTopic(
+                r.topic,
+                r.partitions,
+                r.replication_factor,
+                topic_configs=TOPIC_CONFIGS.get(r.topic, {}),
+            )
+            for r in missing
+        ]
         try:
             admin.create_topics(new)
         except TopicAlreadyExistsError:

@@ -33,6 +33,7 @@ _LAZY = {
     "simulate": "waitroom_dev.cli:simulate",
     "kafka": "waitroom_cli.kafka:kafka",
     "top": "waitroom_cli.top:top",
+    "recover": "waitroom_cli.recover:recover",
 }
 
 

@@ -18,9 +18,13 @@ local limit = tonumber(ARGV[4])
 -- not make one call block Redis; when the bound stops a call early, retry_ms is 0 and the
 -- admitter calls again at once, so a run of holes costs more calls, never a stall.
 local SCAN_FACTOR = 4
-local cfg = redis.call('HMGET', K.config, 'state', 'max_concurrent', 'rate', 'checkout_ttl_ms')
+local cfg = redis.call('HMGET', K.config, 'state', 'max_concurrent', 'rate', 'checkout_ttl_ms',
+  'generation', 'recovery')
 if not cfg[1] then return { 'NOEVENT' } end
 local state, max_concurrent = cfg[1], tonumber(cfg[2])
+-- Until an admitter has checked this Redis against Kafka, admitting could admit again someone
+-- whose admission Redis lost: admit nobody meanwhile, as if paused (see `fenced`).
+if fenced(cfg[5], cfg[6]) then state = 'paused' end
 local rate, checkout_ttl = tonumber(cfg[3]), tonumber(cfg[4])
 local now = now_ms()
 

@@ -101,3 +101,17 @@ end
 local function notify()
   redis.call('PUBLISH', NOTIFY, EVENT_ID)
 end
+
+-- Recovery (docs/reliability.md). The config's `generation` is the run id of the Redis server
+-- that last checked the event's state against Kafka; `recovery` is set while the state is
+-- rebuilt from Kafka. A Redis that restarted or failed over has another run id and may have
+-- gone back in time, so joins and admissions wait until an admitter has checked it: otherwise
+-- a join could take a ticket Kafka already holds, and an admission could admit someone again.
+local function run_id()
+  return string.match(redis.call('INFO', 'server'), 'run_id:(%w+)')
+end
+
+local function fenced(generation, recovery)
+  if recovery then return true end
+  return generation ~= nil and generation ~= false and generation ~= run_id()
+end

@@ -27,7 +27,7 @@ def test_health_check_reports_the_components(stub: WaitroomServiceStub) -> None:
     assert (answer.status, answer.service) == ("SERVING", "waitroom")
     assert answer.version == version("ticketbottle-waitroom")
     assert answer.kafka_enabled
-    assert dict(answer.components) == {"redis": "ok", "kafka": "ok"}
+    assert dict(answer.components) == {"redis": "ok", "kafka": "ok", "recovery": "ok"}
 
 
 def test_standard_health_service_is_serving(channel: grpc.Channel) -> None:

@@ -50,7 +50,7 @@ def leaf_commands() -> list[tuple[str, click.Command]]:
 
 
 #: Options without which a command refuses before it reads any setting.
-NEEDED = {"event update": ["--rate", "5"], "event delete": ["--yes"]}
+NEEDED = {"event update": ["--rate", "5"], "event delete": ["--yes"], "recover": ["--all"]}
 
 
 def arguments(name: str, command: click.Command) -> list[str]:
