@@ -27,6 +27,7 @@ class Code(enum.Enum):
     INVALID_INPUT = ("WTR007", ErrorKind.INVALID_ARGUMENT)
     EVENT_CONFIG_NOT_FOUND = ("WTR008", ErrorKind.NOT_FOUND)
     EVENT_CLOSED = ("WTR009", ErrorKind.FAILED_PRECONDITION)
+    TOO_MANY_REQUESTS = ("WTR010", ErrorKind.RESOURCE_EXHAUSTED)  # a per-address join limit
 
     @property
     def prefix(self) -> str:

@@ -9,10 +9,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys
+from shared import draw, keys
 from shared.errors import Code, WaitroomError
 from shared.ids import validate_id
-from shared.scripts import Scripts
+from shared.scripts import DrawScripts, Scripts
 
 
 def _text(value: bytes | str) -> str:
@@ -36,6 +36,12 @@ class EventConfig:
     max_queue: int = 0
     created_ms: int = 0
     updated_ms: int = 0
+    # Sale-day fairness (docs/architecture.md): all off by default.
+    opens_ms: int = 0  # scheduled opening: joins before it wait in the pre-queue for the draw
+    idle_timeout_seconds: float = 0  # absent longer than this when reached: dropped, abandoned
+    idle_since_ms: int = 0  # when the idle timeout was turned on (everyone counts seen then)
+    ip_joins_per_minute: int = 0  # joins per IP address per minute
+    ip_live_sessions: int = 0  # live sessions per IP address
 
     def validate(self) -> EventConfig:
         validate_id("event_id", self.event_id)
@@ -50,6 +56,12 @@ class EventConfig:
             problems.append("session_ttl must be at least 1 s")
         if self.max_queue < 0:
             problems.append("max_queue must be 0 (unlimited) or more")
+        if self.opens_ms < 0:
+            problems.append("opens_at must be a time after 1970")
+        if self.idle_timeout_seconds != 0 and self.idle_timeout_seconds < 1:
+            problems.append("idle_timeout must be 0 (off) or at least 1 s")
+        if self.ip_joins_per_minute < 0 or self.ip_live_sessions < 0:
+            problems.append("per-address limits must be 0 (off) or more")
         if problems:
             raise WaitroomError(Code.INVALID_INPUT, "; ".join(problems))
         return self
@@ -62,6 +74,11 @@ class EventConfig:
             "checkout_ttl_ms": str(round(self.checkout_ttl_seconds * 1000)),
             "session_ttl_ms": str(round(self.session_ttl_seconds * 1000)),
             "max_queue": str(self.max_queue),
+            # opens_ms is not here: only draw_schedule.lua writes it, with the commitment.
+            "idle_timeout_ms": str(round(self.idle_timeout_seconds * 1000)),
+            "idle_since_ms": str(self.idle_since_ms),
+            "ip_joins_per_minute": str(self.ip_joins_per_minute),
+            "ip_live_sessions": str(self.ip_live_sessions),
         }
 
     @classmethod
@@ -77,12 +94,30 @@ class EventConfig:
             max_queue=int(f.get("max_queue", "0")),
             created_ms=int(f.get("created_ms", "0")),
             updated_ms=int(f.get("updated_ms", "0")),
+            opens_ms=int(f.get("opens_ms", "0")),
+            idle_timeout_seconds=int(f.get("idle_timeout_ms", "0")) / 1000,
+            idle_since_ms=int(f.get("idle_since_ms", "0")),
+            ip_joins_per_minute=int(f.get("ip_joins_per_minute", "0")),
+            ip_live_sessions=int(f.get("ip_live_sessions", "0")),
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
         return data
+
+
+@dataclass(frozen=True)
+class DrawInfo:
+    """A scheduled draw: ``entrants`` is None until the pre-queue closes; ``seed`` is empty
+    until the draw is done (then anyone can check it against ``commitment``)."""
+
+    commitment: str
+    entrants: int | None
+    written: int
+    drawn_ms: int
+    seed: str
+    scheme: str
 
 
 @dataclass(frozen=True)
@@ -103,18 +138,58 @@ class EventStore:
         self.scripts = scripts or Scripts(redis)
 
     async def create(self, config: EventConfig) -> EventConfig:
-        config.validate()
+        config = replace(config, idle_since_ms=await self._idle_since(None, config)).validate()
         await self.scripts.save_event(config.event_id, "create", config.to_fields())
         # The set is a listing index in another hash slot; `update` repairs a missed add.
         await self.redis.sadd(keys.EVENTS, config.event_id)
+        if config.opens_ms:
+            await self.schedule(config.event_id, config.opens_ms)
         return await self.get(config.event_id)
 
     async def update(self, event_id: str, **changes: Any) -> EventConfig:
         current = await self.get(event_id)
         config = replace(current, **changes).validate()
+        config = replace(config, idle_since_ms=await self._idle_since(current, config))
+        if "opens_ms" in changes and changes["opens_ms"] != current.opens_ms:
+            await self.schedule(event_id, config.opens_ms)
         await self.scripts.save_event(event_id, "update", config.to_fields())
         await self.redis.sadd(keys.EVENTS, event_id)
         return await self.get(event_id)
+
+    async def _idle_since(self, current: EventConfig | None, config: EventConfig) -> int:
+        """When the idle timeout went on, by Redis's clock: nobody counts as absent for the
+        time before it, when nobody was asked to stay."""
+        if not config.idle_timeout_seconds:
+            return 0
+        if current is not None and current.idle_timeout_seconds:
+            return current.idle_since_ms
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def schedule(self, event_id: str, opens_ms: int) -> str:
+        """Set (or move, or with 0 remove) the event's opening; returns the seed's commitment,
+        published at once (see ``shared.draw``)."""
+        seed = draw.new_seed()
+        return await DrawScripts(self.scripts).schedule(
+            event_id, opens_ms, seed, draw.commitment(seed)
+        )
+
+    async def draw_info(self, event_id: str) -> DrawInfo | None:
+        """The event's draw as the public may see it (no seed before it is revealed)."""
+        raw = {
+            _text(k): _text(v) for k, v in (await self.redis.hgetall(keys.draw(event_id))).items()
+        }
+        if not raw:
+            return None
+        drawn_ms = int(raw.get("drawn_ms", "0"))
+        return DrawInfo(
+            commitment=raw.get("commitment", ""),
+            entrants=int(raw["n"]) if "n" in raw else None,
+            written=int(raw.get("written", "0")),
+            drawn_ms=drawn_ms,
+            seed=raw.get("seed", "") if drawn_ms else "",
+            scheme=draw.SCHEME,
+        )
 
     async def set_state(self, event_id: str, state: EventState) -> EventConfig:
         return await self.update(event_id, state=state)

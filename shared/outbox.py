@@ -68,6 +68,8 @@ def to_message(entry: OutboxEntry, secret: str, now_ms: int) -> messages.Outgoin
             int(f["expires_ms"]),
             now_ms,
         )
+    elif entry.topic == messages.WAITROOM_DRAWS:
+        body = messages.waitroom_draw(f, now_ms)
     else:
         raise ValueError(f"unknown outbox topic {entry.topic!r}")
     return messages.encode(entry.topic, event_id, entry.message_id, body)

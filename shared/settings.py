@@ -212,6 +212,13 @@ class AdmitterSettings:
         "",
         "This replica's name in heartbeats and lock tokens; empty: hostname-pid.",
     )
+    # 65,536 entries are two 256 KiB SETRANGEs per call: well under a millisecond in Redis.
+    draw_chunk: int = setting(
+        "WAITROOM_ADMITTER_DRAW_CHUNK",
+        65536,
+        "Places written per call by a scheduled opening's draw (and pre-queue leavers placed).",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)
