@@ -29,6 +29,7 @@ BENCHMARKS = {
     "refill": "bench.refill",
     "fanout": "bench.fanout",
     "consumer": "bench.consumer",
+    "draw": "bench.draw",
 }
 
 

@@ -15,6 +15,13 @@ local r = redis.call('HMGET', K.draw, 'n', 'written', 'drawn_ms')
 local n, written = tonumber(r[1]), tonumber(r[2]) or 0
 local k = #order / 4
 if not n or r[3] or written ~= first - 1 or written + k > n then return { written } end
+if written == 0 then
+  -- Both strings at their final size at once: grown by SETRANGE, Redis would over-allocate
+  -- (double below 1 MB, +1 MB above), measured +9 B per entrant at 100,000 entrants.
+  local zeros = string.rep('\0', 4 * n)
+  redis.call('SET', K.draw_order, zeros)
+  redis.call('SET', K.draw_rank, zeros)
+end
 redis.call('SETRANGE', K.draw_order, 4 * written, order)
 redis.call('SETRANGE', K.draw_rank, 4 * written, rank)
 written = written + k
