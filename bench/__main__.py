@@ -35,6 +35,7 @@ BENCHMARKS = {
     "cluster": "bench.cluster",
     "durability": "bench.durability",
     "recovery": "bench.recovery",
+    "draw": "bench.draw",
 }
 
 

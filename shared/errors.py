@@ -28,6 +28,7 @@ class Code(enum.Enum):
     INVALID_INPUT = ("WTR007", ErrorKind.INVALID_ARGUMENT)
     EVENT_CONFIG_NOT_FOUND = ("WTR008", ErrorKind.NOT_FOUND)
     EVENT_CLOSED = ("WTR009", ErrorKind.FAILED_PRECONDITION)
+    TOO_MANY_REQUESTS = ("WTR010", ErrorKind.RESOURCE_EXHAUSTED)  # a per-address join limit
     # Redis restarted or failed over and the event is not yet checked against Kafka, or it is
     # being rebuilt from Kafka: retry shortly (docs/reliability.md).
     RECOVERING = ("WTR011", ErrorKind.UNAVAILABLE)

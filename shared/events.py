@@ -9,11 +9,11 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from shared import keys
+from shared import draw, keys
 from shared.audit import Actor
 from shared.errors import Code, WaitroomError
 from shared.ids import validate_event_id
-from shared.scripts import DeleteResult, Scripts
+from shared.scripts import DeleteResult, DrawScripts, Scripts
 
 
 def _text(value: bytes | str) -> str:
@@ -37,6 +37,12 @@ class EventConfig:
     max_queue: int = 0
     created_ms: int = 0
     updated_ms: int = 0
+    # Sale-day fairness (docs/architecture.md): all off by default.
+    opens_ms: int = 0  # scheduled opening: joins before it wait in the pre-queue for the draw
+    idle_timeout_seconds: float = 0  # absent longer than this when reached: dropped, abandoned
+    idle_since_ms: int = 0  # when the idle timeout was turned on (everyone counts seen then)
+    ip_joins_per_minute: int = 0  # joins per IP address per minute
+    ip_live_sessions: int = 0  # live sessions per IP address
 
     def validate(self) -> EventConfig:
         validate_event_id(self.event_id)
@@ -51,6 +57,12 @@ class EventConfig:
             problems.append("session_ttl must be at least 1 s")
         if self.max_queue < 0:
             problems.append("max_queue must be 0 (unlimited) or more")
+        if self.opens_ms < 0:
+            problems.append("opens_at must be a time after 1970")
+        if self.idle_timeout_seconds != 0 and self.idle_timeout_seconds < 1:
+            problems.append("idle_timeout must be 0 (off) or at least 1 s")
+        if self.ip_joins_per_minute < 0 or self.ip_live_sessions < 0:
+            problems.append("per-address limits must be 0 (off) or more")
         if problems:
             raise WaitroomError(Code.INVALID_INPUT, "; ".join(problems))
         return self
@@ -63,6 +75,11 @@ class EventConfig:
             "checkout_ttl_ms": str(round(self.checkout_ttl_seconds * 1000)),
             "session_ttl_ms": str(round(self.session_ttl_seconds * 1000)),
             "max_queue": str(self.max_queue),
+            # opens_ms is not here: only draw_schedule.lua writes it, with the commitment.
+            "idle_timeout_ms": str(round(self.idle_timeout_seconds * 1000)),
+            "idle_since_ms": str(self.idle_since_ms),
+            "ip_joins_per_minute": str(self.ip_joins_per_minute),
+            "ip_live_sessions": str(self.ip_live_sessions),
         }
 
     @classmethod
@@ -78,12 +95,30 @@ class EventConfig:
             max_queue=int(f.get("max_queue", "0")),
             created_ms=int(f.get("created_ms", "0")),
             updated_ms=int(f.get("updated_ms", "0")),
+            opens_ms=int(f.get("opens_ms", "0")),
+            idle_timeout_seconds=int(f.get("idle_timeout_ms", "0")) / 1000,
+            idle_since_ms=int(f.get("idle_since_ms", "0")),
+            ip_joins_per_minute=int(f.get("ip_joins_per_minute", "0")),
+            ip_live_sessions=int(f.get("ip_live_sessions", "0")),
         )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
         return data
+
+
+@dataclass(frozen=True)
+class DrawInfo:
+    """A scheduled draw: ``entrants`` is None until the pre-queue closes; ``seed`` is empty
+    until the draw is done (then anyone can check it against ``commitment``)."""
+
+    commitment: str
+    entrants: int | None
+    written: int
+    drawn_ms: int
+    seed: str
+    scheme: str
 
 
 @dataclass(frozen=True)
@@ -106,11 +141,13 @@ class EventStore:
     async def create(self, config: EventConfig, actor: Actor | None = None) -> EventConfig:
         """Create the event; ``actor`` is who the audit trail names (default: a program,
         recorded but not published; operator commands pass ``Actor.here``)."""
-        config.validate()
+        config = replace(config, idle_since_ms=await self._idle_since(None, config)).validate()
         who = actor or Actor.program("create")
         await self.scripts.save_event(config.event_id, "create", config.to_fields(), who)
         # The set is a listing index in another hash slot; `update` repairs a missed add.
         await self.redis.sadd(keys.EVENTS, config.event_id)
+        if config.opens_ms:
+            await self.schedule(config.event_id, config.opens_ms)
         return await self.get(config.event_id)
 
     async def change(
@@ -125,7 +162,14 @@ class EventStore:
         """
         current = await self.get(event_id)
         config = replace(current, **changes).validate()
+        config = replace(config, idle_since_ms=await self._idle_since(current, config))
+        scheduled = 0
+        if "opens_ms" in changes and changes["opens_ms"] != current.opens_ms:
+            await self.schedule(event_id, config.opens_ms)
+            scheduled = 1
         fields = _only(config.to_fields(), changes)
+        if config.idle_since_ms != current.idle_since_ms:
+            fields["idle_since_ms"] = str(config.idle_since_ms)
         # Which fields an operator set: a refresh from the event service leaves those alone.
         raw = await self.redis.hget(keys.config(event_id), "operator_set")
         before = {n for n in _text(raw or "").split(",") if n}
@@ -134,7 +178,7 @@ class EventStore:
             fields["operator_set"] = ",".join(sorted(named))
         changed = await self.scripts.save_event(event_id, "update", fields, actor, reopen=reopen)
         await self.redis.sadd(keys.EVENTS, event_id)
-        return await self.get(event_id), changed
+        return await self.get(event_id), changed + scheduled
 
     async def update(
         self, event_id: str, actor: Actor | None = None, *, reopen: bool = False, **changes: Any
@@ -168,6 +212,41 @@ class EventStore:
         if leftovers:
             await self.redis.delete(*leftovers)
         return result
+
+    async def _idle_since(self, current: EventConfig | None, config: EventConfig) -> int:
+        """When the idle timeout went on, by Redis's clock: nobody counts as absent for the
+        time before it, when nobody was asked to stay."""
+        if not config.idle_timeout_seconds:
+            return 0
+        if current is not None and current.idle_timeout_seconds:
+            return current.idle_since_ms
+        seconds, micros = await self.redis.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    async def schedule(self, event_id: str, opens_ms: int) -> str:
+        """Set (or move, or with 0 remove) the event's opening; returns the seed's commitment,
+        published at once (see ``shared.draw``)."""
+        seed = draw.new_seed()
+        return await DrawScripts(self.scripts).schedule(
+            event_id, opens_ms, seed, draw.commitment(seed)
+        )
+
+    async def draw_info(self, event_id: str) -> DrawInfo | None:
+        """The event's draw as the public may see it (no seed before it is revealed)."""
+        raw = {
+            _text(k): _text(v) for k, v in (await self.redis.hgetall(keys.draw(event_id))).items()
+        }
+        if not raw:
+            return None
+        drawn_ms = int(raw.get("drawn_ms", "0"))
+        return DrawInfo(
+            commitment=raw.get("commitment", ""),
+            entrants=int(raw["n"]) if "n" in raw else None,
+            written=int(raw.get("written", "0")),
+            drawn_ms=drawn_ms,
+            seed=raw.get("seed", "") if drawn_ms else "",
+            scheme=draw.SCHEME,
+        )
 
     async def get(self, event_id: str) -> EventConfig:
         raw = await self.redis.hgetall(keys.config(event_id))
@@ -210,6 +289,11 @@ _FIELD_OF_CHANGE = {
     "checkout_ttl_seconds": ("checkout_ttl_ms",),
     "session_ttl_seconds": ("session_ttl_ms",),
     "max_queue": ("max_queue",),
+    "idle_timeout_seconds": ("idle_timeout_ms",),
+    "ip_joins_per_minute": ("ip_joins_per_minute",),
+    "ip_live_sessions": ("ip_live_sessions",),
+    # opens_ms is written by the draw's own script (``schedule``), with its commitment.
+    "opens_ms": (),
 }
 
 

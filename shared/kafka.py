@@ -55,6 +55,8 @@ OLD_SERVICE_PARTITIONS = {
     messages.WAITROOM_AUDIT: 5,
     # New: each event's latest watermark, for recovery (compacted: see TOPIC_CONFIGS).
     messages.EVENTS_TOPIC: 5,
+    # New: scheduled openings' commitments and reveals, two messages per draw.
+    messages.WAITROOM_DRAWS: 5,
 }
 #: Per-topic configuration given when a topic is created.
 TOPIC_CONFIGS = {messages.EVENTS_TOPIC: {"cleanup.policy": "compact"}}

@@ -116,3 +116,42 @@ def relay_mark(event_id: str) -> str:
 #: relaying (``join.lua``, into a full checkout): the admitter relays without an admission step.
 #: A newline is never part of an event id (ids refuse control characters).
 RELAY_ONLY_SUFFIX = "\n"
+
+
+# --- sale-day fairness: the draw, presence, per-address limits -------------------------------
+
+
+def draw(event_id: str) -> str:
+    """Hash: the scheduled draw: ``seed`` (secret until revealed), ``commitment``, ``n`` (the
+    pre-queue's entrants, tickets 1..n, fixed at the opening), ``written``, ``drawn_ms``."""
+    return _event(event_id, "draw")
+
+
+def draw_order(event_id: str) -> str:
+    """String: the ticket at each drawn place 1..n, 4-byte big-endian integers."""
+    return _event(event_id, "draw:order")
+
+
+def draw_rank(event_id: str) -> str:
+    """String: the drawn place of each pre-queue ticket 1..n, 4-byte big-endian integers."""
+    return _event(event_id, "draw:rank")
+
+
+def draw_left(event_id: str) -> str:
+    """Sorted set: pre-queue tickets that left before the draw placed them (then holes)."""
+    return _event(event_id, "draw:left")
+
+
+def presence(event_id: str) -> str:
+    """String: when each queued ticket was last seen (s), 4 bytes per ticket."""
+    return _event(event_id, "presence")
+
+
+def ip_live(event_id: str) -> str:
+    """Hash: IP address -> its live sessions, for addresses that have any (limit on)."""
+    return _event(event_id, "ip:live")
+
+
+def ip_joins(event_id: str, ip_address: str) -> str:
+    """String counter: joins from one address in its current minute (expires with it)."""
+    return _event(event_id, f"ip:joins:{ip_address}")

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from shared.draw import SCHEME
 from shared.timefmt import format_ms_precise, parse_timestamp
 
 QUEUE_JOINED = "queue.joined"
@@ -22,7 +23,13 @@ CHECKOUT_FAILED = "checkout.failed"
 CHECKOUT_EXPIRED = "checkout.expired"
 #: Operators' changes to events (``shared.audit``), relayed from the outbox like the rest.
 WAITROOM_AUDIT = "waitroom.audit"
-PRODUCED_TOPICS = (QUEUE_JOINED, QUEUE_LEFT, QUEUE_READY, WAITROOM_AUDIT)
+#: A scheduled opening's draw: the seed's commitment when the opening is set, the seed when the
+#: draw is done (docs/architecture.md, "The draw"); keyed by event id like every message.
+WAITROOM_DRAWS = "waitroom.draws"
+PRODUCED_TOPICS = (QUEUE_JOINED, QUEUE_LEFT, QUEUE_READY, WAITROOM_AUDIT, WAITROOM_DRAWS)
+#: Every ``queue.left`` reason: the user left, a lifetime ran out, or (idle timeout) the user
+#: was absent when the queue reached them.
+LEFT_REASONS = ("user_left", "queue_expired", "checkout_expired", "abandoned")
 CHECKOUT_TOPICS = (CHECKOUT_COMPLETED, CHECKOUT_FAILED, CHECKOUT_EXPIRED)
 MESSAGE_ID_HEADER = "message_id"
 # One encoder: json.dumps with non-default options builds a new one on every call.
@@ -89,6 +96,31 @@ def queue_ready(
         "expires_at": format_ms_precise(expires_ms),
         "timestamp": format_ms_precise(now_ms),
     }
+
+
+def waitroom_draw(fields: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """A ``waitroom.draws`` message from its outbox record (draw_schedule.lua, draw_finish.lua).
+
+    ``committed``: ``commitment`` (SHA-256 of the seed, hex) and ``opens_at``; ``revealed``
+    adds ``seed`` (hex), ``entrants`` (tickets 1..n were drawn) and ``drawn_at``. ``scheme``
+    names the shuffle (``shared.draw.SCHEME``) so anyone can recompute the places.
+    """
+    kind = str(fields["kind"])
+    if kind not in ("committed", "revealed"):
+        raise ValueError(f"unknown draw message kind {kind!r}")
+    body: dict[str, Any] = {
+        "event_id": str(fields["event_id"]),
+        "kind": kind,
+        "scheme": SCHEME,
+        "commitment": str(fields["commitment"]),
+        "opens_at": format_ms_precise(int(fields["opens_ms"])),
+        "timestamp": format_ms_precise(now_ms),
+    }
+    if kind == "revealed":
+        body["seed"] = str(fields["seed"])
+        body["entrants"] = int(fields["entrants"])
+        body["drawn_at"] = format_ms_precise(int(fields["drawn_ms"]))
+    return body
 
 
 class BadMessage(ValueError):

@@ -32,6 +32,12 @@ STREAMS_OPEN = Gauge("waitroom_streams_open", "StreamQueuePosition streams open 
 STREAM_UPDATES = Counter(
     "waitroom_stream_updates_total", "PositionUpdate messages sent to streams.", ["event"]
 )
+JOINS_REFUSED = Counter(
+    "waitroom_joins_rate_limited_total",
+    "Joins refused with WTR010 by a per-address limit (limit: joins_per_minute or "
+    "live_sessions); counted by event, never by address.",
+    ["event", "limit"],
+)
 
 # --- admitter --------------------------------------------------------------------------------
 ADMISSIONS = Counter("waitroom_admissions_total", "Users admitted to checkout.", ["event"])
@@ -55,6 +61,15 @@ EVENT_PAUSED = Gauge(
 )
 LOCK_OWNED = Gauge(
     "waitroom_lock_owned", "1 while this admitter holds the event's lock, else 0.", ["event"]
+)
+ABANDONED = Counter(
+    "waitroom_abandoned_total",
+    "Queued sessions dropped when reached because they were absent longer than the event's "
+    "idle timeout.",
+    ["event"],
+)
+DRAWS = Counter(
+    "waitroom_draws_total", "Scheduled openings drawn to the end by this admitter.", ["event"]
 )
 OUTBOX_BACKLOG = Gauge(
     "waitroom_outbox_backlog", "Outbox records not yet acknowledged by Kafka.", ["event"]

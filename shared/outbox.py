@@ -93,6 +93,8 @@ def to_message(entry: OutboxEntry, secret: Signer, now_ms: int) -> messages.Outg
         )
     elif entry.topic == messages.WAITROOM_AUDIT:
         body = messages.audit_message(f, now_ms)
+    elif entry.topic == messages.WAITROOM_DRAWS:
+        body = messages.waitroom_draw(f, now_ms)
     else:
         raise ValueError(f"unknown outbox topic {entry.topic!r}")
     return messages.encode(entry.topic, event_id, entry.message_id, body)

@@ -36,6 +36,11 @@ _EVENT_SCRIPTS = (
     "event_sync",
     "event_delete",
     *("restore_probe", "restore_begin", "restore_sessions", "restore_holes", "restore_done"),
+    "presence",
+    "draw_schedule",
+    "draw_begin",
+    "draw_write",
+    "draw_finish",
 )
 _LOCK_SCRIPTS = ("lock_renew", "lock_release")
 
@@ -66,6 +71,12 @@ def event_keys(event_id: str) -> list[str]:
         keys.bucket(event_id),
         keys.outbox(event_id),
         keys.done(event_id),
+        keys.draw(event_id),
+        keys.draw_order(event_id),
+        keys.draw_rank(event_id),
+        keys.draw_left(event_id),
+        keys.presence(event_id),
+        keys.ip_live(event_id),
     ]
 
 
@@ -80,6 +91,7 @@ _CONTRACT_ERRORS = {
     "WTR006": (Code.EVENT_NOT_FOUND, "event not found"),
     "WTR008": (Code.EVENT_CONFIG_NOT_FOUND, "event config not found"),
     "WTR009": (Code.EVENT_CLOSED, "the waiting room for this event is closed"),
+    "WTR010": (Code.TOO_MANY_REQUESTS, "too many requests"),
     "WTR011": (Code.RECOVERING, "the waiting room is recovering its state; retry shortly"),
 }
 
@@ -115,10 +127,22 @@ class JoinResult:
     expires_ms: int
     status: int
     created: bool
+    opens_ms: int = 0  # the scheduled opening; 0: none
+    rate: float = 0.0  # admissions per second to estimate waits with
+
+
+class RateLimited(WaitroomError):
+    """WTR010: a per-address join limit refused the join; ``limit`` says which one."""
+
+    def __init__(self, limit: str) -> None:
+        super().__init__(Code.TOO_MANY_REQUESTS, "too many requests")
+        self.limit = limit
 
 
 def _join_result(reply: Any) -> JoinResult | WaitroomError:
     if _text(reply[0]) == "ERR":
+        if _text(reply[1]) == "WTR010":
+            return RateLimited(_text(reply[2]))
         return _error(_text(reply[1]))
     return JoinResult(
         session_id=_text(reply[1]),
@@ -128,16 +152,24 @@ def _join_result(reply: Any) -> JoinResult | WaitroomError:
         expires_ms=int(reply[5]),
         status=int(reply[6]),
         created=bool(int(reply[7])),
+        opens_ms=int(reply[8]),
+        rate=float(reply[9]),
     )
 
 
 @dataclass(frozen=True)
 class SessionView:
-    """One session as read by ``status``: its record (None if unknown) and 0-based rank."""
+    """One session as read by ``status``: its record (None if unknown) and 0-based rank.
+
+    ``place`` is its place in the queue (0: not waiting, or not drawn yet); ``touch_due`` says
+    its presence should be recorded now (``Scripts.touch``).
+    """
 
     session_id: str
     record: SessionRecord | None
     rank: int
+    place: int = 0
+    touch_due: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +178,9 @@ class StatusResult:
     in_checkout: int
     now_ms: int
     sessions: list[SessionView]
+    opens_ms: int = 0  # the scheduled opening; 0: none
+    rate: float = 0.0  # admissions per second to estimate waits with
+    drawing: bool = False  # a scheduled draw is not done yet
 
 
 @dataclass(frozen=True)
@@ -161,6 +196,10 @@ class QueueView:
     in_checkout: int
     now_ms: int
     holes: list[int]
+    opens_ms: int = 0
+    rate: float = 0.0
+    drawing: bool = False  # positions of pre-queue sessions are not known yet
+    idle_ms: int = 0  # the event's idle timeout; 0: off
 
 
 @dataclass(frozen=True)
@@ -173,6 +212,8 @@ class AdmitResult:
     retry_ms: int
     next_lease_ms: int
     waits_ms: list[int]
+    abandoned: int = 0  # dropped as absent for longer than the idle timeout
+    draw_due: bool = False  # the opening has passed and the draw is not done
 
 
 @dataclass(frozen=True)
@@ -195,34 +236,44 @@ class Scripts:
         }
 
     @staticmethod
-    def _argv(event_id: str, *args: str | int | float) -> list[str | int | float]:
+    def _argv(event_id: str, *args: str | int | float | bytes) -> list[str | int | float | bytes]:
         """ARGV for an event script: the prelude's three values, then the script's own."""
         return [event_id, keys.NOTIFY_CHANNEL, event_suffix(event_id), *args]
 
-    async def _event(self, name: str, event_id: str, *args: str | int | float) -> Any:
+    async def _event(self, name: str, event_id: str, *args: str | int | float | bytes) -> Any:
         argv = self._argv(event_id, *args)
         return await self._scripts[name](keys=event_keys(event_id), args=argv)
 
-    async def _durable(self, name: str, event_id: str, *args: str | int | float) -> Any:
+    async def _durable(
+        self,
+        name: str,
+        event_id: str,
+        *args: str | int | float,
+        extra_keys: Sequence[str] = (),
+    ) -> Any:
         """``_event`` for a script whose change someone is told about (a user, Kafka): with
         ``WAITROOM_REDIS_WAIT_REPLICAS`` set, it returns only once that many replicas hold the
-        change (``WAIT`` on the script's connection), else raises ``NotReplicated``."""
+        change (``WAIT`` on the script's connection), else raises ``NotReplicated``.
+        ``extra_keys`` are the script's own keys after the event keys (same hash tag)."""
+        script_keys = [*event_keys(event_id), *extra_keys]
+        argv = self._argv(event_id, *args)
         durability = durability_of(self.redis)
         if not durability.on:
-            return await self._event(name, event_id, *args)
-        (reply,) = await self._pipelined(name, [(event_id, self._argv(event_id, *args))])
+            return await self._scripts[name](keys=script_keys, args=argv)
+        (reply,) = await self._pipelined(name, [(script_keys, argv)])
         if isinstance(reply, Exception):
             raise reply
         return reply
 
     async def _pipelined(
-        self, name: str, calls: Sequence[tuple[str, list[str | int | float]]]
+        self, name: str, calls: Sequence[tuple[list[str], list[str | int | float | bytes]]]
     ) -> list[Any]:
-        """Script ``name`` for each ``(event_id, argv)``, pipelined per server, each event's
-        calls in the given order; replies (or errors) in call order. In a cluster each call goes
-        to its event's shard; the durability wait, when on, ends each server's pipeline."""
+        """Script ``name`` for each ``(keys, argv)``, pipelined per server, each event's calls
+        in the given order; replies (or errors) in call order. In a cluster each call goes to
+        its event's shard (its first key's); the durability wait, when on, ends each server's
+        pipeline."""
         script = self._scripts[name]
-        per_call_keys = [event_keys(event_id) for event_id, _ in calls]
+        per_call_keys = [call_keys for call_keys, _ in calls]
         firsts = [k[0] for k in per_call_keys]
         durability = durability_of(self.redis)
 
@@ -249,12 +300,22 @@ class Scripts:
                 replies[i] = reply
         return replies
 
-    async def join(self, event_id: str, user_id: str, nonce: str | None = None) -> JoinResult:
+    async def join(
+        self, event_id: str, user_id: str, nonce: str | None = None, ip_address: str = ""
+    ) -> JoinResult:
         """Join ``user_id`` to the queue, or return their live session.
 
-        ``nonce`` is the random part of a new session id (drawn here unless given).
+        ``nonce`` is the random part of a new session id (drawn here unless given);
+        ``ip_address`` (canonical form, "" when unknown) is what per-address limits count.
         """
-        reply = await self._durable("join", event_id, user_id, nonce or new_nonce())
+        reply = await self._durable(
+            "join",
+            event_id,
+            user_id,
+            nonce or new_nonce(),
+            ip_address,
+            extra_keys=[keys.ip_joins(event_id, ip_address)],
+        )
         result = _join_result(reply)
         if isinstance(result, WaitroomError):
             raise result
@@ -269,7 +330,8 @@ class Scripts:
         The scripts run in the given order (a pipeline, not a transaction: each is atomic on
         its own). Each result is the join or the refusal (WTR005, WTR006, WTR009) it met.
         """
-        calls = [(event_id, self._argv(event_id, u, new_nonce())) for u in user_ids]
+        join_keys = [*event_keys(event_id), keys.ip_joins(event_id, "")]
+        calls = [(join_keys, self._argv(event_id, u, new_nonce(), "")) for u in user_ids]
         replies = await self._pipelined("join", calls)
         for reply in replies:
             if isinstance(reply, Exception):
@@ -280,17 +342,38 @@ class Scripts:
         reply = await self._event("status", event_id, *session_ids)
         views = []
         for i, sid in enumerate(session_ids):
-            raw = reply[3 + 2 * i]
+            at = 6 + 4 * i
+            raw = reply[at]
             record = SessionRecord.decode(raw, ticket_of_session(sid)) if raw else None
-            views.append(SessionView(sid, record, int(reply[4 + 2 * i])))
-        return StatusResult(int(reply[0]), int(reply[1]), int(reply[2]), views)
+            rank, place, touch = int(reply[at + 1]), int(reply[at + 2]), bool(int(reply[at + 3]))
+            views.append(SessionView(sid, record, rank, place, touch))
+        return StatusResult(
+            int(reply[0]),
+            int(reply[1]),
+            int(reply[2]),
+            views,
+            opens_ms=int(reply[3]),
+            rate=float(reply[4]),
+            drawing=bool(int(reply[5])),
+        )
 
     async def queue_view(self, event_id: str) -> QueueView:
         """Head, seq and holes of the queue: enough to place any waiting ticket without its
         record (``QueueView``)."""
         reply = await self._event("queue_view", event_id)
-        v = [int(x) for x in reply]
-        return QueueView(v[0], v[1], v[2], v[3], v[4], holes=v[5:])
+        v = [int(x) for i, x in enumerate(reply) if i != 6]
+        return QueueView(
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            holes=v[8:],
+            opens_ms=v[5],
+            rate=float(reply[6]),
+            drawing=bool(v[6]),
+            idle_ms=v[7],
+        )
 
     async def leave(self, event_id: str, session_id: str) -> tuple[LeaveOutcome, Status]:
         """What leaving did, and the status the session had before (``LEFT``) or has now."""
@@ -305,7 +388,18 @@ class Scripts:
         if _text(reply[0]) == "NOEVENT":
             return None
         v = [int(x) for x in reply]
-        return AdmitResult(v[0], v[1], v[2], v[3], v[4], v[5], v[6], waits_ms=v[7:])
+        return AdmitResult(
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+            waits_ms=v[9:],
+            abandoned=v[7],
+            draw_due=bool(v[8]),
+        )
 
     async def finish(
         self, event_id: str, session_id: str, status: int, reason: str
@@ -326,7 +420,7 @@ class Scripts:
         is idempotent.
         """
         calls = [
-            (event_id, self._argv(event_id, session_id, int(status), reason))
+            (event_keys(event_id), self._argv(event_id, session_id, int(status), reason))
             for event_id, session_id, status, reason in outcomes
         ]
         replies = await self._pipelined("finish", calls)
@@ -476,3 +570,78 @@ class Probe:
     def verified(self) -> bool:
         """Checked against Kafka by this very server, and not being rebuilt."""
         return bool(self.config) and self.generation == self.run_id and not self.recovery
+
+
+# --- sale-day fairness: presence and the draw (see docs/architecture.md, "The draw") ----------
+
+
+@dataclass(frozen=True)
+class DrawProgress:
+    """Where a scheduled draw stands (``draw_begin``).
+
+    ``stage`` is NONE (no opening scheduled), EARLY (before it), DRAW (due: ``written`` of
+    ``entrants`` places written, with ``seed``) or DONE.
+    """
+
+    stage: str
+    entrants: int = 0
+    written: int = 0
+    seed: str = ""
+    opens_ms: int = 0
+
+
+class DrawScripts:
+    """The draw's and presence's scripts on one client (kept apart from ``Scripts`` so the core
+    wrapper stays small; it shares its registrations)."""
+
+    def __init__(self, scripts: Scripts) -> None:
+        self.scripts = scripts
+
+    async def touch(self, event_id: str, tickets: Sequence[int]) -> int:
+        """Record that the queued users holding ``tickets`` are here now; how many were."""
+        if not tickets:
+            return 0
+        return int(await self.scripts._event("presence", event_id, *tickets))
+
+    async def schedule(self, event_id: str, opens_ms: int, seed: str, commitment: str) -> str:
+        """Set (``opens_ms`` > 0) or remove (0) the event's opening; the commitment in force.
+
+        Raises WTR008 for an unknown event and ``Refused`` when the opening can no longer
+        change (see draw_schedule.lua).
+        """
+        reply = await self.scripts._event("draw_schedule", event_id, opens_ms, seed, commitment)
+        if _text(reply[0]) == "OK":
+            return _text(reply[1])
+        why = _text(reply[1])
+        if why == "WTR008":
+            raise _error(why)
+        raise Refused(_SCHEDULE_REFUSALS[why].format(event_id=event_id))
+
+    async def begin(self, event_id: str) -> DrawProgress:
+        reply = await self.scripts._event("draw_begin", event_id)
+        stage = _text(reply[0])
+        if stage == "DRAW":
+            return DrawProgress(stage, int(reply[1]), int(reply[2]), _text(reply[3]))
+        if stage == "DONE":
+            return DrawProgress(stage, int(reply[1]), int(reply[1]))
+        if stage == "EARLY":
+            return DrawProgress(stage, opens_ms=int(reply[1]))
+        return DrawProgress(stage)
+
+    async def write(self, event_id: str, first: int, order: bytes, rank: bytes) -> int:
+        """Write one chunk (entries ``first``.. of both arrays); the entries written so far."""
+        reply = await self.scripts._event("draw_write", event_id, first, order, rank)
+        return int(reply[0])
+
+    async def finish(self, event_id: str, limit: int) -> tuple[str, int]:
+        """Place up to ``limit`` pre-queue leavers, or complete the draw: (stage, figure)."""
+        reply = await self.scripts._event("draw_finish", event_id, limit)
+        return _text(reply[0]), int(reply[1])
+
+
+_SCHEDULE_REFUSALS = {
+    "CLOSED": "the opening of {event_id!r} has passed: its pre-queue is closed and drawn",
+    "STARTED": "{event_id!r} already has users queued in arrival order; an opening with a draw "
+    "can only be set before anyone joins",
+    "ENTRANTS": "{event_id!r} has users in its pre-queue; move the opening instead of removing it",
+}

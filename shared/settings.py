@@ -785,6 +785,13 @@ class AdmitterSettings:
         "Also rebuild events Redis lost entirely (it restarted empty); off: report them and "
         "wait for `waitroom recover --all`.",
     )
+    # 65,536 entries are two 256 KiB SETRANGEs per call: well under a millisecond in Redis.
+    draw_chunk: int = setting(
+        "WAITROOM_ADMITTER_DRAW_CHUNK",
+        65536,
+        "Places written per call by a scheduled opening's draw (and pre-queue leavers placed).",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from shared import metrics
 from shared.backoff import Outage, bug, is_transient, pause
-from shared.scripts import AdmitResult, Scripts
+from shared.scripts import AdmitResult, DrawScripts, Scripts
 from waitroom_admitter import schedule
 from waitroom_admitter.clock import RedisClock
+from waitroom_admitter.draw import DrawRunner
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class EventWorker:
         clock: RedisClock,
         redis_outage: Outage,
         on_change: Callable[[str], None],
+        draw_chunk: int = 65536,
     ) -> None:
         self.event_id = event_id
         self.scripts = scripts
@@ -42,6 +44,7 @@ class EventWorker:
         self.clock = clock
         self.redis_outage = redis_outage
         self.on_change = on_change
+        self.draw = DrawRunner(event_id, DrawScripts(scripts), draw_chunk)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
         self.calls = 0
@@ -67,6 +70,12 @@ class EventWorker:
             self.wake.clear()
             try:
                 result = await self.scripts.admit(self.event_id, self.batch_size)
+                if result is not None and result.draw_due:
+                    # The opening has passed: draw (or finish a dead owner's draw), then admit.
+                    if not await self.draw.run(self.stopping):
+                        await pause(self.stopping, self.sweep_seconds)
+                    self.on_change(self.event_id)  # the reveal is in the outbox
+                    continue
             except Exception as exc:
                 if is_transient(exc):
                     await pause(self.stopping, self.redis_outage.failed(exc))
@@ -101,9 +110,11 @@ class EventWorker:
             metrics.EXPIRATIONS.labels(event, "queue").inc(result.expired)
         if result.reclaimed:
             metrics.EXPIRATIONS.labels(event, "checkout").inc(result.reclaimed)
+        if result.abandoned:
+            metrics.ABANDONED.labels(event).inc(result.abandoned)
         metrics.QUEUE_LENGTH.labels(event).set(result.queue_length)
         metrics.CHECKOUT_USERS.labels(event).set(result.in_checkout)
-        if result.admitted or result.expired or result.reclaimed:
+        if result.admitted or result.expired or result.reclaimed or result.abandoned:
             self.on_change(event)  # new outbox records: relay them now
 
     def __repr__(self) -> str:

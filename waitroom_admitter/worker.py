@@ -288,6 +288,7 @@ class Admitter:
             clock=self.clock,
             redis_outage=self.redis_outage,
             on_change=self._on_change,
+            draw_chunk=self.settings.draw_chunk,
         )
         task = asyncio.create_task(worker.run(), name=f"admit:{event_id}")
         self.owned[event_id] = Owned(lock, worker, task)

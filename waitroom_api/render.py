@@ -5,6 +5,7 @@ Shared by GetQueueStatus and the position streams so both always agree on a sess
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -53,6 +54,14 @@ class SessionState(NamedTuple):
     position: int
     queue_length: int
     now_ms: int
+    opens_ms: int = 0  # the event's scheduled opening; 0: none
+    rate: float = 0.0  # admissions per second to estimate the wait with
+
+    @property
+    def estimated_wait_seconds(self) -> int:
+        return estimated_wait_seconds(
+            self.status, self.position, self.queue_length, self.now_ms, self.opens_ms, self.rate
+        )
 
     @property
     def key(self) -> tuple[Status, int]:
@@ -60,9 +69,36 @@ class SessionState(NamedTuple):
         return self.status, self.position
 
 
-def session_state(event_id: str, view: SessionView, queue_length: int, now_ms: int) -> SessionState:
+def estimated_wait_seconds(
+    status: Status, position: int, queue_length: int, now_ms: int, opens_ms: int, rate: float
+) -> int:
+    """Seconds until a session is admitted, at ``rate`` admissions per second (the event's
+    measured rate, see admit.lua): 0 unless it waits.
+
+    A pre-queue session (position 0 before the draw) waits for the opening and then, on
+    average, for half the pre-queue.
+    """
+    if status is not Status.QUEUED or rate <= 0:
+        return 0
+    if position > 0:
+        return math.ceil(position / rate)
+    if not opens_ms:
+        return 0
+    return math.ceil(max(0, opens_ms - now_ms) / 1000 + (queue_length + 1) / 2 / rate)
+
+
+def session_state(
+    event_id: str,
+    view: SessionView,
+    queue_length: int,
+    now_ms: int,
+    opens_ms: int = 0,
+    rate: float = 0.0,
+) -> SessionState:
     """The state of ``view``; WTR001 when the session is unknown."""
-    return record_state(event_id, view.session_id, view.record, view.rank, queue_length, now_ms)
+    return record_state(
+        event_id, view.session_id, view.record, view.rank, queue_length, now_ms, opens_ms, rate
+    )
 
 
 def record_state(
@@ -72,6 +108,8 @@ def record_state(
     rank: int,
     queue_length: int,
     now_ms: int,
+    opens_ms: int = 0,
+    rate: float = 0.0,
 ) -> SessionState:
     """The state of a session with ``record`` at 0-based ``rank`` (-1: not waiting) read at
     ``now_ms``; WTR001 when the session is unknown (``record`` None)."""
@@ -83,7 +121,9 @@ def record_state(
         status = Status.EXPIRED
     elif status is Status.QUEUED:
         position = rank + 1 if rank >= 0 else 0
-    return SessionState(session_id, event_id, record, status, position, queue_length, now_ms)
+    return SessionState(
+        session_id, event_id, record, status, position, queue_length, now_ms, opens_ms, rate
+    )
 
 
 @dataclass(frozen=True)
@@ -118,6 +158,8 @@ class Renderer:
             checkout_url=checkout_url,
             checkout_expires_at=format_ms(record.checkout_deadline_ms),
             admitted_at=format_ms(record.admitted_ms),
+            estimated_wait_seconds=state.estimated_wait_seconds,
+            opens_at=format_ms(state.opens_ms),
         )
 
     def position_update(self, state: SessionState) -> pb.PositionUpdate:
@@ -130,6 +172,8 @@ class Renderer:
             updated_at=updated_at(state.now_ms),
             checkout_token=checkout_token,
             checkout_url=checkout_url,
+            estimated_wait_seconds=state.estimated_wait_seconds,
+            opens_at=format_ms(state.opens_ms),
         )
 
     def websocket(self, event_id: str, session_id: str) -> str:

@@ -19,14 +19,14 @@ from shared.backoff import Outage
 from shared.ids import event_of_session, validate_event_id, validate_id
 from shared.proto import waitroom_pb2 as pb
 from shared.proto import waitroom_pb2_grpc
-from shared.scripts import LeaveOutcome, Scripts
+from shared.scripts import DrawScripts, LeaveOutcome, RateLimited, Scripts
 from shared.sessions import Status
 from shared.settings import CommonSettings
-from shared.timefmt import format_ms
+from shared.timefmt import format_ms, now_ms
 from waitroom_api.errors import streaming, unary, validate_ip, validate_user_agent
 from waitroom_api.eventservice import EventDirectory, EventServiceDown
 from waitroom_api.health import SERVICE_NAME, HealthProbe, package_version
-from waitroom_api.render import Renderer, session_state
+from waitroom_api.render import Renderer, estimated_wait_seconds, session_state
 from waitroom_api.watcher import Fanout, Stream
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         common: CommonSettings,
     ) -> None:
         self.scripts = scripts
+        self.draws = DrawScripts(scripts)
         self.fanout = fanout
         self.renderer = renderer
         self.probe = probe
@@ -69,16 +70,30 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         # Checked so junk is refused before any script runs (a long user agent is cut, not
         # refused); the join script's record has no place for either yet.
         validate_user_agent(request.user_agent)
-        validate_ip(request.ip_address)
+        ip_address = validate_ip(request.ip_address)
         if self.events is not None:  # an event nobody configured is asked of the event service
             try:
                 await self.events.ensure(event_id, user_id)
             except EventServiceDown as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        joined = await self.scripts.join(event_id, user_id)
+        try:
+            joined = await self.scripts.join(event_id, user_id, ip_address=ip_address)
+        except RateLimited as exc:
+            # Only a configured event has limits, so the label is never made up; never the
+            # address itself (a botnet would make a series per address).
+            metrics.JOINS_REFUSED.labels(event_id, exc.limit).inc()
+            raise
         # Only a configured event can create a session, so made-up ids never get a series.
         if joined.created:
             metrics.JOINS.labels(event_id).inc()
+        wait = estimated_wait_seconds(
+            Status(joined.status),
+            joined.position,
+            joined.queue_length,
+            now_ms(),
+            joined.opens_ms,
+            joined.rate,
+        )
         return pb.JoinQueueResponse(
             session_id=joined.session_id,
             position=joined.position,
@@ -86,6 +101,8 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
             queued_at=format_ms(joined.queued_ms),
             expires_at=format_ms(joined.expires_ms),
             websocket_url=self.renderer.websocket(event_id, joined.session_id),
+            estimated_wait_seconds=wait,
+            opens_at=format_ms(joined.opens_ms),
         )
 
     @unary
@@ -95,8 +112,15 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         session_id = request.session_id
         event_id = event_of_session(session_id)
         result = await self.scripts.status(event_id, [session_id])
-        state = session_state(event_id, result.sessions[0], result.queue_length, result.now_ms)
-        return self.renderer.queue_status(state)
+        view = result.sessions[0]
+        state = session_state(
+            event_id, view, result.queue_length, result.now_ms, result.opens_ms, result.rate
+        )
+        response = self.renderer.queue_status(state)
+        if view.touch_due and view.record is not None:
+            # Polling counts as presence (idle timeout); written once per quarter timeout.
+            await self.draws.touch(event_id, [view.record.ticket])
+        return response
 
     @unary
     async def LeaveQueue(
@@ -125,7 +149,14 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         with self.fanout.watch(Stream(event_id, session_id, self.renderer)) as stream:
             read_at = time.monotonic_ns()
             result = await self.scripts.status(event_id, [session_id])
-            stream.offer(result.sessions[0], result.queue_length, result.now_ms, read_at)
+            stream.offer(
+                result.sessions[0],
+                result.queue_length,
+                result.now_ms,
+                read_at,
+                result.opens_ms,
+                result.rate,
+            )
             async for update in stream.updates():
                 yield update
 

@@ -15,6 +15,12 @@ sessions (admitted, left, in checkout, unknown) are re-read with ``status``, at 
 call. Each stream then gets the session's new state if its status or position changed, and
 the next pass waits until the streams have taken those updates (``Backlog``, at most
 ``SETTLE_TIMEOUT``), so states are never made faster than the process can send them.
+
+Places, not tickets: a scheduled opening's draw gives pre-queue tickets their places, so each
+stream keeps the place its last ``status`` read reported (the ticket itself without a draw).
+Until the draw is done (``QueueView.drawing``) every stream is re-read. With an idle timeout,
+a pass also records the presence of its waiting streams, in one call, for those not recorded
+for a quarter of the timeout: an open stream keeps its user present.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from shared.errors import WaitroomError
 from shared.ids import ticket_of_session
 from shared.proto import waitroom_pb2 as pb
 from shared.pubsub import NotifyListener
-from shared.scripts import QueueView, Scripts, SessionView
+from shared.scripts import DrawScripts, QueueView, Scripts, SessionView
 from shared.sessions import SessionRecord, Status
 from shared.settings import ApiSettings
 from waitroom_api.render import Renderer, SessionState, record_state
@@ -121,6 +127,8 @@ class Stream:
         self.event_id = event_id
         self.session_id = session_id
         self.ticket = _ticket(session_id)
+        self.place = 0  # its place in the queue as of the newest read (0: unknown)
+        self.touched = 0.0  # when this process last recorded its presence (monotonic s)
         self.renderer = renderer
         self.sent = 0
         self.record: SessionRecord | None = None  # as of the newest read offered
@@ -137,19 +145,45 @@ class Stream:
         self._counted: Counter | None = None
         self.backlog: Backlog | None = None  # its watcher's, while it is watched
 
-    def offer(self, view: SessionView, queue_length: int, now_ms: int, read_at: int) -> None:
+    def offer(
+        self,
+        view: SessionView,
+        queue_length: int,
+        now_ms: int,
+        read_at: int,
+        opens_ms: int = 0,
+        rate: float = 0.0,
+    ) -> None:
         """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
         sending if status or position changed."""
-        self._offer(view.record, view.rank, queue_length, now_ms, read_at)
+        if read_at >= self._read_at:
+            self.place = view.place
+        self._offer(view.record, view.rank, queue_length, now_ms, read_at, opens_ms, rate)
 
-    def offer_place(self, place: int, queue: QueueView, read_at: int) -> None:
-        """Offer the session as still waiting, at ``place`` in ``queue`` (read at ``read_at``),
-        with the record of its last read (a waiting session's record does not change)."""
+    def offer_place(self, position: int, queue: QueueView, read_at: int) -> None:
+        """Offer the session as still waiting, at ``position`` in ``queue`` (read at
+        ``read_at``), with the record of its last read (a waiting session's record does not
+        change)."""
         if self.record is not None:
-            self._offer(self.record, place - 1, queue.queue_length, queue.now_ms, read_at)
+            self._offer(
+                self.record,
+                position - 1,
+                queue.queue_length,
+                queue.now_ms,
+                read_at,
+                queue.opens_ms,
+                queue.rate,
+            )
 
     def _offer(
-        self, record: SessionRecord | None, rank: int, queue_length: int, now_ms: int, read_at: int
+        self,
+        record: SessionRecord | None,
+        rank: int,
+        queue_length: int,
+        now_ms: int,
+        read_at: int,
+        opens_ms: int,
+        rate: float,
     ) -> None:
         if read_at < self._read_at:
             return  # a slower, older read finishing after a newer one
@@ -157,7 +191,9 @@ class Stream:
         self.record = record
         self.waiting = record is not None and record.status is Status.QUEUED
         try:
-            state = record_state(self.event_id, self.session_id, record, rank, queue_length, now_ms)
+            state = record_state(
+                self.event_id, self.session_id, record, rank, queue_length, now_ms, opens_ms, rate
+            )
         except WaitroomError as exc:
             self._error = exc
             self._ready.set()
@@ -201,18 +237,19 @@ class Stream:
         return f"Stream({self.session_id!r}, sent={self.sent})"
 
 
-def position(view: QueueView, ticket: int) -> int:
-    """1-based position of ``ticket`` if it is still waiting in ``view``'s queue, else 0.
+def position(view: QueueView, place: int) -> int:
+    """1-based position of the session at ``place`` if it is still waiting in ``view``'s
+    queue, else 0 (also while a draw is under way: positions are then read with ``status``).
 
     Still waiting means at or past the head, issued, and not a hole; for a session last read
     as QUEUED this is exactly the position ``status`` reports now (see the module docstring).
     """
-    if not view.head <= ticket <= view.seq:
+    if view.drawing or not view.head <= place <= view.seq:
         return 0
-    holes_up_to = bisect.bisect_right(view.holes, ticket)
-    if holes_up_to and view.holes[holes_up_to - 1] == ticket:
+    holes_up_to = bisect.bisect_right(view.holes, place)
+    if holes_up_to and view.holes[holes_up_to - 1] == place:
         return 0
-    return ticket - view.head + 1 - holes_up_to
+    return place - view.head + 1 - holes_up_to
 
 
 class EventWatcher:
@@ -230,6 +267,8 @@ class EventWatcher:
         self.calls = 0  # status script calls they took
         self.placed = 0  # sessions placed from the queue's shape, without reading them
         self.reread = 0  # sessions read with status
+        self.touches = 0  # presence calls
+        self.draws = DrawScripts(scripts)
         self.failures = 0
         self.backlog = Backlog()
         self._wake = asyncio.Event()
@@ -273,13 +312,15 @@ class EventWatcher:
                 if not stream.waiting:
                     break
             else:
-                place = position(view, stream.ticket)
+                place = position(view, stream.place)
             if place == 0:
                 unread.append(session_id)
                 continue
             self.placed += 1
             for stream in streams:
                 stream.offer_place(place, view, read_at)
+        if view.idle_ms:
+            await self._touch(view.idle_ms)
         for start in range(0, len(unread), CHUNK):
             read_at = time.monotonic_ns()
             result = await self.scripts.status(self.event_id, unread[start : start + CHUNK])
@@ -288,8 +329,32 @@ class EventWatcher:
             for session in result.sessions:
                 # Streams may have closed (or opened) while the script ran.
                 for stream in tuple(self.streams.get(session.session_id, ())):
-                    stream.offer(session, result.queue_length, result.now_ms, read_at)
+                    stream.offer(
+                        session,
+                        result.queue_length,
+                        result.now_ms,
+                        read_at,
+                        result.opens_ms,
+                        result.rate,
+                    )
         self.reads += 1
+
+    async def _touch(self, idle_ms: int) -> None:
+        """Record the presence of the waiting streams not recorded for a quarter of the idle
+        timeout: one call per pass, and per stream one write per quarter timeout."""
+        now = time.monotonic()
+        due = now - idle_ms / 4000
+        touching = [
+            stream
+            for streams in self.streams.values()
+            for stream in streams
+            if stream.waiting and stream.touched <= due
+        ]
+        if touching:
+            await self.draws.touch(self.event_id, sorted({s.ticket for s in touching}))
+            self.touches += 1
+            for stream in touching:
+                stream.touched = now
 
     async def _run(self) -> None:
         poll = self.settings.stream_poll_seconds

@@ -11,15 +11,19 @@ from shared import audit
 from shared.audit import Actor
 from shared.cli import KAFKA_VAR, RET_ERROR, announce, emit, fail, json_option, with_redis
 from shared.errors import WaitroomError
-from shared.events import EventConfig, EventState, EventStats, EventStore
+from shared.events import DrawInfo, EventConfig, EventState, EventStats, EventStore
 from shared.ids import validate_event_id, validate_id
 from shared.scripts import DeleteResult, Scripts
-from shared.timefmt import format_ms, now_ms
+from shared.timefmt import format_ms, now_ms, parse_timestamp
+from waitroom_cli.draw import draw_group
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _describe(config: EventConfig, stats: EventStats | None = None) -> str:
+def _describe(
+    config: EventConfig, stats: EventStats | None = None, info: DrawInfo | None = None
+) -> str:
+    idle = config.idle_timeout_seconds
     lines = [
         f"event {config.event_id}: {config.state.value}",
         f"  max in checkout   {config.max_concurrent}",
@@ -28,7 +32,19 @@ def _describe(config: EventConfig, stats: EventStats | None = None) -> str:
         f"  queued session    {config.session_ttl_seconds:g} s",
         f"  max queue length  {config.max_queue or 'unlimited'}",
         f"  updated           {format_ms(config.updated_ms)}",
+        f"  opens at          {format_ms(config.opens_ms) or 'no scheduled opening'}",
+        f"  idle timeout      {f'{idle:g} s' if idle else 'off'}",
+        f"  joins per IP/min  {config.ip_joins_per_minute or 'unlimited'}",
+        f"  live per IP       {config.ip_live_sessions or 'unlimited'}",
     ]
+    if info is not None:
+        entrants = "pre-queue open" if info.entrants is None else f"{info.entrants} entrants"
+        drawn = f"drawn {format_ms(info.drawn_ms)}" if info.drawn_ms else "not drawn yet"
+        lines += [
+            f"  draw              {entrants}, {drawn} ({info.scheme})",
+            f"  commitment        {info.commitment}",
+            f"  seed              {info.seed or '(revealed at the draw)'}",
+        ]
     if stats is not None:
         lines += [
             f"  waiting now       {stats.queue_length}",
@@ -74,6 +90,24 @@ def _settings_options(defaults: bool) -> Callable[[F], F]:
             ("--checkout-ttl", float, base.checkout_ttl_seconds, "Checkout slot lifetime (s)."),
             ("--session-ttl", float, base.session_ttl_seconds, "Queued session lifetime (s)."),
             ("--max-queue", int, base.max_queue, "Most users waiting; 0 is unlimited."),
+            (
+                "--idle-timeout",
+                float,
+                base.idle_timeout_seconds,
+                "Drop queued users absent this long when reached (s); 0 is off.",
+            ),
+            (
+                "--ip-joins-per-minute",
+                int,
+                base.ip_joins_per_minute,
+                "Joins per IP address per minute; 0 is unlimited.",
+            ),
+            (
+                "--ip-live-sessions",
+                int,
+                base.ip_live_sessions,
+                "Live sessions per IP address; 0 is unlimited.",
+            ),
         ]
         for name, kind, default, help_text in reversed(options):
             func = click.option(
@@ -83,13 +117,33 @@ def _settings_options(defaults: bool) -> Callable[[F], F]:
                 show_default=defaults,
                 help=help_text,
             )(func)
-        return func
+        return click.option(
+            "--opens-at",
+            default=None,
+            help="Scheduled opening (RFC 3339): joins before it wait in a pre-queue and get "
+            "places by a verifiable draw; 'none' removes it (only while nobody waits).",
+        )(func)
 
     return deco
 
 
+def _opens_ms(text: str) -> int:
+    if text.strip().lower() == "none":
+        return 0
+    try:
+        return int(parse_timestamp(text).timestamp() * 1000)
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not an RFC 3339 time: {exc}") from None
+
+
 def _changes(**options: Any) -> dict[str, Any]:
-    names = {"checkout_ttl": "checkout_ttl_seconds", "session_ttl": "session_ttl_seconds"}
+    names = {
+        "checkout_ttl": "checkout_ttl_seconds",
+        "session_ttl": "session_ttl_seconds",
+        "idle_timeout": "idle_timeout_seconds",
+    }
+    if options.get("opens_at") is not None:
+        options["opens_ms"] = _opens_ms(options.pop("opens_at"))
     return {names.get(k, k): v for k, v in options.items() if v is not None}
 
 
@@ -127,7 +181,8 @@ def update(event_id: str, by: str | None, as_json: bool, **options: Any) -> None
     if not changes:
         fail(
             "nothing to update: give at least one of --max-concurrent, --rate, "
-            "--checkout-ttl, --session-ttl, --max-queue"
+            "--checkout-ttl, --session-ttl, --max-queue, --opens-at, --idle-timeout, "
+            "--ip-joins-per-minute, --ip-live-sessions"
         )
 
     async def go(scripts: Scripts) -> tuple[EventConfig, int]:
@@ -145,14 +200,21 @@ def update(event_id: str, by: str | None, as_json: bool, **options: Any) -> None
 def show(event_id: str, as_json: bool) -> None:
     """Settings and live figures of EVENT_ID."""
 
-    async def go(scripts: Scripts) -> tuple[EventConfig, EventStats]:
+    async def go(scripts: Scripts) -> tuple[EventConfig, EventStats, DrawInfo | None]:
         store = EventStore(scripts.redis, scripts)
-        return await store.get(event_id), await store.stats(event_id)
+        config = await store.get(event_id)
+        return config, await store.stats(event_id), await store.draw_info(event_id)
 
-    config, stats = with_redis(go)
+    config, stats, info = with_redis(go)
     recovery = with_redis(lambda scripts: _recovery(scripts, event_id))
-    data = {**config.to_json(), "stats": vars(stats), "recovery": recovery}
-    emit(as_json, data, _describe(config, stats) + f"\n  recovery          {recovery['text']}")
+    data = {
+        **config.to_json(),
+        "stats": vars(stats),
+        "draw": vars(info) if info else None,
+        "recovery": recovery,
+    }
+    human = _describe(config, stats, info) + f"\n  recovery          {recovery['text']}"
+    emit(as_json, data, human)
 
 
 async def _recovery(scripts: Scripts, event_id: str) -> dict[str, str]:
@@ -311,3 +373,6 @@ def history(event_id: str, limit: int, as_json: bool) -> None:
         [e.to_json() for e in entries],
         "\n".join(lines) if lines else f"no recorded changes of event {event_id}",
     )
+
+
+event.add_command(draw_group)

@@ -1,5 +1,5 @@
 -- event_delete: forget an event: its configuration, queue, sessions, outbox, audit and lock.
--- KEYS: the event keys (see event_lib.lua), then 11 the audit stream, 12 the admitter lock.
+-- KEYS: the event keys (see event_lib.lua), then the audit stream and the admitter lock.
 -- ARGV: 1 event id, 2 notify channel, 3 session id suffix, 4 '1' to delete even while users
 --   wait or hold checkout slots. Outbox messages not yet relayed are dropped either way (the
 --   caller shows how many): an event with Kafka turned off would otherwise never go.

@@ -1,6 +1,7 @@
 -- Prelude prepended (by shared/scripts.py) to every script that works on one event.
 -- KEYS, in this order for every event script (all share the event's hash tag):
 --   1 config  2 seq  3 head  4 holes  5 sessions  6 users  7 checkout  8 bucket  9 outbox  10 done
+--   11 draw  12 draw_order  13 draw_rank  14 draw_left  15 presence  16 ip_live
 -- ARGV[1] event id, ARGV[2] notify channel, ARGV[3] base64url(event id), the session id suffix;
 -- script arguments start at ARGV[4].
 --
@@ -9,13 +10,20 @@
 -- Sessions are keyed by ticket; a session id is `<nonce>.<ticket>.<suffix>`.
 -- A session record is a JSON array:
 --   [1 status, 2 user_id, 3 nonce, 4 queued_ms, 5 expires_ms, 6 admitted_ms,
---    7 checkout_deadline_ms, 8 finished_ms, 9 reason]   (6..9 absent while queued)
+--    7 checkout_deadline_ms, 8 finished_ms, 9 reason, 10 ip_address]
+--   (6..9 absent while queued, unless 10 is there: the address a live-sessions-per-IP limit
+--   counted, kept so the count goes down when the session ends)
 -- Status numbers are the contract's SessionStatus values.
 local QUEUED, READY, COMPLETED, FAILED, EXPIRED, CANCELLED = 1, 3, 5, 6, 7, 8
 local K = {
   config = KEYS[1], seq = KEYS[2], head = KEYS[3], holes = KEYS[4], sessions = KEYS[5],
   users = KEYS[6], checkout = KEYS[7], bucket = KEYS[8], outbox = KEYS[9], done = KEYS[10],
+  draw = KEYS[11], draw_order = KEYS[12], draw_rank = KEYS[13], draw_left = KEYS[14],
+  presence = KEYS[15], ip_live = KEYS[16],
 }
+-- A script's own keys come after the event keys, from KEYS[EXTRA] on (shared.scripts passes
+-- them after event_keys()).
+local EXTRA = 17
 local EVENT_ID, NOTIFY, SUFFIX = ARGV[1], ARGV[2], ARGV[3]
 
 local function now_ms()
@@ -49,6 +57,70 @@ local function lookup(sid)
   return ticket, rec, raw
 end
 
+-- A scheduled opening (config `opens_ms`, 0 or absent: none). Until the opening, joins go to
+-- the pre-queue: tickets 1..n in join order, n fixed (draw `n`) by the first script that runs
+-- at or after the opening. The draw writes a permutation in chunks: draw_order holds the
+-- ticket at each place 1..n, draw_rank the place of each ticket 1..n (4-byte big-endian
+-- integers at offset 4 * (i - 1)); tickets after n keep place = ticket. The queue is then the
+-- range of places [head, seq] minus holes (places). Until the draw is done (draw `drawn_ms`),
+-- pre-queue tickets have no place: those that leave wait in draw_left (tickets), and nobody
+-- is admitted. Without a schedule, place = ticket and nothing here costs more than one HGET.
+local DRAW = nil
+
+local function draw_state()
+  if DRAW then return DRAW end
+  local opens = tonumber(redis.call('HGET', K.config, 'opens_ms') or '0') or 0
+  DRAW = { opens = opens, n = nil, drawn_ms = 0, done = true }
+  if opens > 0 then
+    local d = redis.call('HMGET', K.draw, 'n', 'drawn_ms')
+    DRAW.n = tonumber(d[1])
+    DRAW.drawn_ms = tonumber(d[2]) or 0
+    DRAW.done = DRAW.drawn_ms > 0
+  end
+  return DRAW
+end
+
+-- Whether `ticket` is a pre-queue entrant (drawn or to be drawn).
+local function drawn_ticket(ticket)
+  local d = draw_state()
+  return d.opens > 0 and (d.n == nil or ticket <= d.n)
+end
+
+local function read_u32(key, index)
+  local raw = redis.call('GETRANGE', key, 4 * (index - 1), 4 * index - 1)
+  if #raw < 4 then return 0 end
+  return (struct.unpack('>I4', raw))
+end
+
+-- The place of a ticket; nil for a pre-queue ticket while the draw is not done.
+local function place_of(ticket)
+  if not drawn_ticket(ticket) then return ticket end
+  if not draw_state().done then return nil end
+  return read_u32(K.draw_rank, ticket)
+end
+
+-- The ticket at a place (only asked once the draw is done).
+local function ticket_at(place)
+  local d = draw_state()
+  if d.opens > 0 and d.n and place <= d.n then return read_u32(K.draw_order, place) end
+  return place
+end
+
+-- Pre-queue tickets that left before their place was known: still counted out of the queue.
+local function pending_left()
+  if draw_state().done then return 0 end
+  return redis.call('ZCARD', K.draw_left)
+end
+
+-- At or after the opening: fix the pre-queue's entrants as tickets 1..seq (idempotent).
+local function close_prequeue(now)
+  local d = draw_state()
+  if d.opens > 0 and d.n == nil and now >= d.opens then
+    d.n = tonumber(redis.call('GET', K.seq) or '0')
+    redis.call('HSET', K.draw, 'n', d.n, 'closed_ms', now)
+  end
+end
+
 local function head()
   return tonumber(redis.call('GET', K.head) or '1')
 end
@@ -56,18 +128,26 @@ end
 local function queue_length()
   local h = head()
   return tonumber(redis.call('GET', K.seq) or '0') - h + 1 - redis.call('ZCOUNT', K.holes, h, '+inf')
+    - pending_left()
 end
 
 -- 1-based position of a waiting ticket, given the queue head (`h`, read once by callers that
--- place many tickets).
+-- place many tickets); 0 for a pre-queue ticket not drawn yet.
 local function position(ticket, h)
+  local place = place_of(ticket)
+  if not place then return 0 end
   h = h or head()
-  return ticket - h + 1 - redis.call('ZCOUNT', K.holes, h, ticket)
+  return place - h + 1 - redis.call('ZCOUNT', K.holes, h, place) - pending_left()
 end
 
 -- Take a waiting ticket out of the queue (the admitter skips holes when it reaches them).
 local function make_hole(ticket)
-  redis.call('ZADD', K.holes, ticket, ticket)
+  local place = place_of(ticket)
+  if place then
+    redis.call('ZADD', K.holes, place, place)
+  else
+    redis.call('ZADD', K.draw_left, ticket, ticket)
+  end
 end
 
 -- Append a Kafka message to the outbox; `id` is stable so consumers can deduplicate.
@@ -87,6 +167,13 @@ local function finish(ticket, rec, status, reason, now)
     redis.call('HDEL', K.users, rec[2])
   end
   redis.call('ZADD', K.done, now, ticket)
+  if rec[10] and rec[10] ~= '' then
+    -- One live session fewer for its address; the field goes at zero, so the hash holds only
+    -- addresses with live sessions.
+    if redis.call('HINCRBY', K.ip_live, rec[10], -1) <= 0 then
+      redis.call('HDEL', K.ip_live, rec[10])
+    end
+  end
 end
 
 -- `finish`, and record `queue.left` with the same reason: how a session leaves the waitroom
@@ -114,4 +201,28 @@ end
 local function fenced(generation, recovery)
   if recovery then return true end
   return generation ~= nil and generation ~= false and generation ~= run_id()
+end
+
+-- The measured admission rate (users/s), for wait estimates: admissions and busy time (ms during
+-- which someone waited and the event could admit), both decayed with a 60 s time constant and
+-- kept in the bucket hash by admit.lua. nil until 5 s of busy time are behind it.
+local RATE_TAU_MS = 60000
+local RATE_MIN_BUSY_MS = 5000
+
+local function measured_rate()
+  local r = redis.call('HMGET', K.bucket, 'adm', 'busy')
+  local adm, busy = tonumber(r[1]), tonumber(r[2])
+  if not adm or not busy or busy < RATE_MIN_BUSY_MS then return nil end
+  return adm * 1000 / busy
+end
+
+-- The rate to estimate waits with, as text (a Lua number returned to Redis loses its fraction).
+local function estimate_rate(config_rate)
+  return tostring(measured_rate() or tonumber(config_rate) or 0)
+end
+
+-- Presence: when a queued user was last seen (polling or streaming), in whole seconds of
+-- Redis's clock, 4 bytes per ticket in one string (written by presence.lua, read by admit).
+local function last_seen_ms(ticket)
+  return read_u32(K.presence, ticket) * 1000
 end

@@ -1,5 +1,5 @@
 -- event_save: create or update an event's configuration, and record who changed what.
--- KEYS: the event keys (see event_lib.lua), then 11 the event's audit stream.
+-- KEYS: the event keys (see event_lib.lua), then EXTRA: the event's audit stream.
 -- ARGV: 1 event id, 2 notify channel, 3 session id suffix, 4 mode ('create' or 'update'),
 --   5 audit JSON ({action, by, host, publish}: publish false records without publishing),
 --   6 audit retention (ms), 7 most audit entries kept,
@@ -11,7 +11,7 @@
 --   ARGV[8]. A change is recorded, in the same step, in the audit stream (trimmed to the
 --   retention and the cap) and in the outbox for `waitroom.audit`; admitters are notified so
 --   they apply it at once.
-local AUDIT = KEYS[11]
+local AUDIT = KEYS[EXTRA]
 local mode = ARGV[4]
 local exists = redis.call('EXISTS', K.config) == 1
 if mode == 'create' and exists then return { 'ERR', 'EXISTS' } end

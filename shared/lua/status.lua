@@ -2,15 +2,35 @@
 -- status: read sessions of one event with their queue positions, in one round trip.
 -- KEYS: the event keys (see event_lib.lua).
 -- ARGV: 1 event id, 2 notify channel, 3 session id suffix, 4.. session ids.
--- Returns {queue_length, in_checkout, now_ms, record_1, rank_1, record_2, rank_2, ...}:
---   record_i is the raw JSON record or '' when unknown; rank_i is the 0-based queue rank or -1.
+-- Returns {queue_length, in_checkout, now_ms, opens_ms, rate, drawing,
+--          record_1, rank_1, place_1, touch_1, record_2, ...}:
+--   opens_ms is the scheduled opening (0: none), rate the admissions per second to estimate
+--   waits with (text), drawing 1 while a scheduled event's draw is not done;
+--   record_i is the raw JSON record or '' when unknown; rank_i is the 0-based queue rank or -1
+--   (not waiting, or in the pre-queue before the draw); place_i the session's place in the
+--   queue (0: not waiting or not drawn yet); touch_i 1 when the event has an idle timeout and
+--   this queued session's presence was last recorded a quarter of it ago or more (the caller
+--   then records it with presence.lua: one write per quarter timeout, not one per poll).
+local cfg = redis.call('HMGET', K.config, 'rate', 'idle_timeout_ms')
+local idle = tonumber(cfg[2]) or 0
 local h = head()
-local out = { queue_length(), redis.call('ZCARD', K.checkout), now_ms() }
+local now = now_ms()
+local draw = draw_state()
+local out = {
+  queue_length(), redis.call('ZCARD', K.checkout), now, draw.opens, estimate_rate(cfg[1]),
+  draw.done and 0 or 1,
+}
 for i = 4, #ARGV do
   local ticket, rec, raw = lookup(ARGV[i])
-  local rank = -1
-  if ticket and rec[1] == QUEUED then rank = position(ticket, h) - 1 end
+  local rank, place, touch = -1, 0, 0
+  if ticket and rec[1] == QUEUED then
+    place = place_of(ticket) or 0
+    if place > 0 then rank = position(ticket, h) - 1 end
+    if idle > 0 and now - last_seen_ms(ticket) >= idle / 4 then touch = 1 end
+  end
   out[#out + 1] = raw or ''
   out[#out + 1] = rank
+  out[#out + 1] = place
+  out[#out + 1] = touch
 end
 return out

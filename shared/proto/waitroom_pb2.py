@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshared/proto/waitroom.proto\x12\x0bwaitroom.v1\"]\n\x10JoinQueueRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\x12\x12\n\nip_address\x18\x04 \x01(\t\"\x8d\x01\n\x11JoinQueueResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x03\x12\x11\n\tqueued_at\x18\x04 \x01(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\t\x12\x15\n\rwebsocket_url\x18\x06 \x01(\t\"+\n\x15GetQueueStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\x84\x02\n\x13QueueStatusResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.waitroom.v1.SessionStatus\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x14\n\x0cqueue_length\x18\x04 \x01(\x03\x12\x11\n\tqueued_at\x18\x05 \x01(\t\x12\x12\n\nexpires_at\x18\x06 \x01(\t\x12\x16\n\x0e\x63heckout_token\x18\x07 \x01(\t\x12\x14\n\x0c\x63heckout_url\x18\x08 \x01(\t\x12\x1b\n\x13\x63heckout_expires_at\x18\t \x01(\t\x12\x13\n\x0b\x61\x64mitted_at\x18\n \x01(\t\"\'\n\x11LeaveQueueRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x12LeaveQueueResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"+\n\x15StreamPositionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xba\x01\n\x0ePositionUpdate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x03\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.waitroom.v1.SessionStatus\x12\x12\n\nupdated_at\x18\x05 \x01(\t\x12\x16\n\x0e\x63heckout_token\x18\x06 \x01(\t\x12\x14\n\x0c\x63heckout_url\x18\x07 \x01(\t\"\x14\n\x12HealthCheckRequest\"\xd7\x01\n\x13HealthCheckResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rkafka_enabled\x18\x04 \x01(\x08\x12\x44\n\ncomponents\x18\x05 \x03(\x0b\x32\x30.waitroom.v1.HealthCheckResponse.ComponentsEntry\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x91\x02\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATUS_QUEUED\x10\x01\x12\x1d\n\x19SESSION_STATUS_PROCESSING\x10\x02\x12\x18\n\x14SESSION_STATUS_READY\x10\x03\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x04\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x05\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x06\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x07\x12\x1c\n\x18SESSION_STATUS_CANCELLED\x10\x08\x32\xb0\x03\n\x0fWaitroomService\x12J\n\tJoinQueue\x12\x1d.waitroom.v1.JoinQueueRequest\x1a\x1e.waitroom.v1.JoinQueueResponse\x12V\n\x0eGetQueueStatus\x12\".waitroom.v1.GetQueueStatusRequest\x1a .waitroom.v1.QueueStatusResponse\x12M\n\nLeaveQueue\x12\x1e.waitroom.v1.LeaveQueueRequest\x1a\x1f.waitroom.v1.LeaveQueueResponse\x12X\n\x13StreamQueuePosition\x12\".waitroom.v1.StreamPositionRequest\x1a\x1b.waitroom.v1.PositionUpdate0\x01\x12P\n\x0bHealthCheck\x12\x1f.waitroom.v1.HealthCheckRequest\x1a .waitroom.v1.HealthCheckResponseB=Z;github.com/ticketbottle/waitroom/gen/waitroom/v1;waitroomv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshared/proto/waitroom.proto\x12\x0bwaitroom.v1\"]\n\x10JoinQueueRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x12\n\nuser_agent\x18\x03 \x01(\t\x12\x12\n\nip_address\x18\x04 \x01(\t\"\xbf\x01\n\x11JoinQueueResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x03\x12\x11\n\tqueued_at\x18\x04 \x01(\t\x12\x12\n\nexpires_at\x18\x05 \x01(\t\x12\x15\n\rwebsocket_url\x18\x06 \x01(\t\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x07 \x01(\x03\x12\x10\n\x08opens_at\x18\x08 \x01(\t\"+\n\x15GetQueueStatusRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xb6\x02\n\x13QueueStatusResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.waitroom.v1.SessionStatus\x12\x10\n\x08position\x18\x03 \x01(\x03\x12\x14\n\x0cqueue_length\x18\x04 \x01(\x03\x12\x11\n\tqueued_at\x18\x05 \x01(\t\x12\x12\n\nexpires_at\x18\x06 \x01(\t\x12\x16\n\x0e\x63heckout_token\x18\x07 \x01(\t\x12\x14\n\x0c\x63heckout_url\x18\x08 \x01(\t\x12\x1b\n\x13\x63heckout_expires_at\x18\t \x01(\t\x12\x13\n\x0b\x61\x64mitted_at\x18\n \x01(\t\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x0b \x01(\x03\x12\x10\n\x08opens_at\x18\x0c \x01(\t\"\'\n\x11LeaveQueueRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"9\n\x12LeaveQueueResponse\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"+\n\x15StreamPositionRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\"\xec\x01\n\x0ePositionUpdate\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\x03\x12\x14\n\x0cqueue_length\x18\x03 \x01(\x03\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.waitroom.v1.SessionStatus\x12\x12\n\nupdated_at\x18\x05 \x01(\t\x12\x16\n\x0e\x63heckout_token\x18\x06 \x01(\t\x12\x14\n\x0c\x63heckout_url\x18\x07 \x01(\t\x12\x1e\n\x16\x65stimated_wait_seconds\x18\x08 \x01(\x03\x12\x10\n\x08opens_at\x18\t \x01(\t\"\x14\n\x12HealthCheckRequest\"\xd7\x01\n\x13HealthCheckResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x15\n\rkafka_enabled\x18\x04 \x01(\x08\x12\x44\n\ncomponents\x18\x05 \x03(\x0b\x32\x30.waitroom.v1.HealthCheckResponse.ComponentsEntry\x1a\x31\n\x0f\x43omponentsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x91\x02\n\rSessionStatus\x12\x1e\n\x1aSESSION_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15SESSION_STATUS_QUEUED\x10\x01\x12\x1d\n\x19SESSION_STATUS_PROCESSING\x10\x02\x12\x18\n\x14SESSION_STATUS_READY\x10\x03\x12\x19\n\x15SESSION_STATUS_ACTIVE\x10\x04\x12\x1c\n\x18SESSION_STATUS_COMPLETED\x10\x05\x12\x19\n\x15SESSION_STATUS_FAILED\x10\x06\x12\x1a\n\x16SESSION_STATUS_EXPIRED\x10\x07\x12\x1c\n\x18SESSION_STATUS_CANCELLED\x10\x08\x32\xb0\x03\n\x0fWaitroomService\x12J\n\tJoinQueue\x12\x1d.waitroom.v1.JoinQueueRequest\x1a\x1e.waitroom.v1.JoinQueueResponse\x12V\n\x0eGetQueueStatus\x12\".waitroom.v1.GetQueueStatusRequest\x1a .waitroom.v1.QueueStatusResponse\x12M\n\nLeaveQueue\x12\x1e.waitroom.v1.LeaveQueueRequest\x1a\x1f.waitroom.v1.LeaveQueueResponse\x12X\n\x13StreamQueuePosition\x12\".waitroom.v1.StreamPositionRequest\x1a\x1b.waitroom.v1.PositionUpdate0\x01\x12P\n\x0bHealthCheck\x12\x1f.waitroom.v1.HealthCheckRequest\x1a .waitroom.v1.HealthCheckResponseB=Z;github.com/ticketbottle/waitroom/gen/waitroom/v1;waitroomv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,30 +34,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'Z;github.com/ticketbottle/waitroom/gen/waitroom/v1;waitroomv1'
   _globals['_HEALTHCHECKRESPONSE_COMPONENTSENTRY']._loaded_options = None
   _globals['_HEALTHCHECKRESPONSE_COMPONENTSENTRY']._serialized_options = b'8\001'
-  _globals['_SESSIONSTATUS']._serialized_start=1166
-  _globals['_SESSIONSTATUS']._serialized_end=1439
+  _globals['_SESSIONSTATUS']._serialized_start=1316
+  _globals['_SESSIONSTATUS']._serialized_end=1589
   _globals['_JOINQUEUEREQUEST']._serialized_start=44
   _globals['_JOINQUEUEREQUEST']._serialized_end=137
   _globals['_JOINQUEUERESPONSE']._serialized_start=140
-  _globals['_JOINQUEUERESPONSE']._serialized_end=281
-  _globals['_GETQUEUESTATUSREQUEST']._serialized_start=283
-  _globals['_GETQUEUESTATUSREQUEST']._serialized_end=326
-  _globals['_QUEUESTATUSRESPONSE']._serialized_start=329
-  _globals['_QUEUESTATUSRESPONSE']._serialized_end=589
-  _globals['_LEAVEQUEUEREQUEST']._serialized_start=591
-  _globals['_LEAVEQUEUEREQUEST']._serialized_end=630
-  _globals['_LEAVEQUEUERESPONSE']._serialized_start=632
-  _globals['_LEAVEQUEUERESPONSE']._serialized_end=689
-  _globals['_STREAMPOSITIONREQUEST']._serialized_start=691
-  _globals['_STREAMPOSITIONREQUEST']._serialized_end=734
-  _globals['_POSITIONUPDATE']._serialized_start=737
-  _globals['_POSITIONUPDATE']._serialized_end=923
-  _globals['_HEALTHCHECKREQUEST']._serialized_start=925
-  _globals['_HEALTHCHECKREQUEST']._serialized_end=945
-  _globals['_HEALTHCHECKRESPONSE']._serialized_start=948
-  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1163
-  _globals['_HEALTHCHECKRESPONSE_COMPONENTSENTRY']._serialized_start=1114
-  _globals['_HEALTHCHECKRESPONSE_COMPONENTSENTRY']._serialized_end=1163
-  _globals['_WAITROOMSERVICE']._serialized_start=1442
-  _globals['_WAITROOMSERVICE']._serialized_end=1874
+  _globals['_JOINQUEUERESPONSE']._serialized_end=331
+  _globals['_GETQUEUESTATUSREQUEST']._serialized_start=333
+  _globals['_GETQUEUESTATUSREQUEST']._serialized_end=376
+  _globals['_QUEUESTATUSRESPONSE']._serialized_start=379
+  _globals['_QUEUESTATUSRESPONSE']._serialized_end=689
+  _globals['_LEAVEQUEUEREQUEST']._serialized_start=691
+  _globals['_LEAVEQUEUEREQUEST']._serialized_end=730
+  _globals['_LEAVEQUEUERESPONSE']._serialized_start=732
+  _globals['_LEAVEQUEUERESPONSE']._serialized_end=789
+  _globals['_STREAMPOSITIONREQUEST']._serialized_start=791
+  _globals['_STREAMPOSITIONREQUEST']._serialized_end=834
+  _globals['_POSITIONUPDATE']._serialized_start=837
+  _globals['_POSITIONUPDATE']._serialized_end=1073
+  _globals['_HEALTHCHECKREQUEST']._serialized_start=1075
+  _globals['_HEALTHCHECKREQUEST']._serialized_end=1095
+  _globals['_HEALTHCHECKRESPONSE']._serialized_start=1098
+  _globals['_HEALTHCHECKRESPONSE']._serialized_end=1313
+  _globals['_HEALTHCHECKRESPONSE_COMPONENTSENTRY']._serialized_start=1264
+  _globals['_HEALTHCHECKRESPONSE_COMPONENTSENTRY']._serialized_end=1313
+  _globals['_WAITROOMSERVICE']._serialized_start=1592
+  _globals['_WAITROOMSERVICE']._serialized_end=2024
 # @@protoc_insertion_point(module_scope)

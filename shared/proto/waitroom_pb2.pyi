@@ -88,12 +88,19 @@ class JoinQueueResponse(_message.Message):
     QUEUED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     WEBSOCKET_URL_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    OPENS_AT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     position: _builtins.int
     queue_length: _builtins.int
     queued_at: _builtins.str
     expires_at: _builtins.str
     websocket_url: _builtins.str
+    estimated_wait_seconds: _builtins.int
+    """Extensions (CONTRACT.md): seconds until admission, estimated from the measured admission
+    rate; the scheduled opening (RFC 3339, empty: none).
+    """
+    opens_at: _builtins.str
     def __init__(
         self,
         *,
@@ -103,10 +110,12 @@ class JoinQueueResponse(_message.Message):
         queued_at: _builtins.str = ...,
         expires_at: _builtins.str = ...,
         websocket_url: _builtins.str = ...,
+        estimated_wait_seconds: _builtins.int = ...,
+        opens_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "position", b"position", "queue_length", b"queue_length", "queued_at", b"queued_at", "session_id", b"session_id", "websocket_url", b"websocket_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimated_wait_seconds", b"estimated_wait_seconds", "expires_at", b"expires_at", "opens_at", b"opens_at", "position", b"position", "queue_length", b"queue_length", "queued_at", b"queued_at", "session_id", b"session_id", "websocket_url", b"websocket_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -145,6 +154,8 @@ class QueueStatusResponse(_message.Message):
     CHECKOUT_URL_FIELD_NUMBER: _builtins.int
     CHECKOUT_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     ADMITTED_AT_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    OPENS_AT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     status: Global___SessionStatus.ValueType
     position: _builtins.int
@@ -155,6 +166,8 @@ class QueueStatusResponse(_message.Message):
     checkout_url: _builtins.str
     checkout_expires_at: _builtins.str
     admitted_at: _builtins.str
+    estimated_wait_seconds: _builtins.int
+    opens_at: _builtins.str
     def __init__(
         self,
         *,
@@ -168,10 +181,12 @@ class QueueStatusResponse(_message.Message):
         checkout_url: _builtins.str = ...,
         checkout_expires_at: _builtins.str = ...,
         admitted_at: _builtins.str = ...,
+        estimated_wait_seconds: _builtins.int = ...,
+        opens_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "checkout_expires_at", b"checkout_expires_at", "checkout_token", b"checkout_token", "checkout_url", b"checkout_url", "expires_at", b"expires_at", "position", b"position", "queue_length", b"queue_length", "queued_at", b"queued_at", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "checkout_expires_at", b"checkout_expires_at", "checkout_token", b"checkout_token", "checkout_url", b"checkout_url", "estimated_wait_seconds", b"estimated_wait_seconds", "expires_at", b"expires_at", "opens_at", b"opens_at", "position", b"position", "queue_length", b"queue_length", "queued_at", b"queued_at", "session_id", b"session_id", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -248,6 +263,8 @@ class PositionUpdate(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     CHECKOUT_TOKEN_FIELD_NUMBER: _builtins.int
     CHECKOUT_URL_FIELD_NUMBER: _builtins.int
+    ESTIMATED_WAIT_SECONDS_FIELD_NUMBER: _builtins.int
+    OPENS_AT_FIELD_NUMBER: _builtins.int
     session_id: _builtins.str
     position: _builtins.int
     queue_length: _builtins.int
@@ -255,6 +272,8 @@ class PositionUpdate(_message.Message):
     updated_at: _builtins.str
     checkout_token: _builtins.str
     checkout_url: _builtins.str
+    estimated_wait_seconds: _builtins.int
+    opens_at: _builtins.str
     def __init__(
         self,
         *,
@@ -265,10 +284,12 @@ class PositionUpdate(_message.Message):
         updated_at: _builtins.str = ...,
         checkout_token: _builtins.str = ...,
         checkout_url: _builtins.str = ...,
+        estimated_wait_seconds: _builtins.int = ...,
+        opens_at: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_token", b"checkout_token", "checkout_url", b"checkout_url", "position", b"position", "queue_length", b"queue_length", "session_id", b"session_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkout_token", b"checkout_token", "checkout_url", b"checkout_url", "estimated_wait_seconds", b"estimated_wait_seconds", "opens_at", b"opens_at", "position", b"position", "queue_length", b"queue_length", "session_id", b"session_id", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -85,6 +85,7 @@ def test_create_topics_on_a_real_broker(process_env: dict[str, str], tmp_path: P
             "waitroom.dlq": 5,
             "waitroom.audit": 5,
             "waitroom.events": 5,
+            "waitroom.draws": 5,
         }
         # Run again: everything exists; what the broker reports is what was created.
         code, data = create_topics(env, "--replication-factor", "1")
