@@ -62,6 +62,7 @@ def setting(
     """
     return field(
         default=default,
+        repr=not secret,  # a secret never reaches a log line through a settings repr
         metadata={"env": env, "help": help, "minimum": minimum, "secret": secret},
     )
 

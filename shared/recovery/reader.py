@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.kafka import bootstrap_servers, probe_kafka
+from shared.kafka import bootstrap_servers, client_options, probe_kafka
 from shared.settings import CommonSettings, KafkaClientSettings
 
 #: Records one poll may return; larger polls cut Python's per-poll overhead.
@@ -51,7 +51,7 @@ def read_to_end(
 
     probe_kafka(bootstrap_servers(common))
     consumer: Any = KafkaConsumer(
-        bootstrap_servers=bootstrap_servers(common),
+        **client_options(common),  # TLS and SASL like every other client
         client_id="waitroom-recovery",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

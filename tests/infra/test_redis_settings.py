@@ -151,7 +151,7 @@ def test_secrets_are_never_printed(tmp_path: Path) -> None:
         assert secret not in result.stdout + result.stderr
     rows = {r["variable"]: r for r in json.loads(result.stdout)}
     for name in ("WAITROOM_REDIS_PASSWORD", "WAITROOM_REDIS_SENTINEL_PASSWORD"):
-        assert "Secret" in rows[name]["help"] and rows[name]["default"] == ""
+        assert rows[name]["secret"] and rows[name]["default"] == ""
 
 
 @pytest.mark.parametrize(
