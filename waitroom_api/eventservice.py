@@ -35,7 +35,7 @@ from shared import keys
 from shared.audit import Actor
 from shared.backoff import Outage, bug, compute_backoff, is_transient, pause
 from shared.errors import Code, Refused, WaitroomError
-from shared.events import EventConfig, EventState
+from shared.events import EventConfig, EventState, EventStore
 from shared.proto import event_pb2, event_pb2_grpc
 from shared.scripts import Scripts
 from shared.settings import EventServiceSettings
@@ -105,10 +105,15 @@ def desired_state(remote: RemoteEvent, now_ms: int) -> EventState:
     """The state the service's answer implies now (a pure decision, tested on its own)."""
     if not remote.allowed or remote.cancelled or (remote.end_ms and now_ms >= remote.end_ms):
         return EventState.CLOSED
-    if remote.start_ms and now_ms < remote.start_ms:
-        # Until events get a scheduled opening: joins are taken and nobody is admitted.
-        return EventState.PAUSED
+    # Before the sale starts the event is open all the same: its opening is scheduled at the
+    # sale's start (``opening``), so joins wait in the pre-queue and get places by the draw.
     return EventState.OPEN
+
+
+def opening(remote: RemoteEvent, now_ms: int) -> int | None:
+    """The scheduled opening the answer implies: the sale's start while it is still ahead;
+    None when there is nothing to schedule (no start date, or it has passed)."""
+    return remote.start_ms if remote.start_ms > now_ms else None
 
 
 def refusal(remote: RemoteEvent, now_ms: int) -> WaitroomError | None:
@@ -291,6 +296,9 @@ class EventDirectory:
             actor = Actor.program("create from the event service")
             await self.scripts.save_event(remote.event_id, "create", fields, actor)
             self.configured += 1
+            opens = opening(remote, now_ms)
+            if opens is not None:
+                await EventStore(self.redis, self.scripts).schedule(remote.event_id, opens)
             log.info("event %s configured from the event service: %s", remote.event_id, config)
         except Refused:
             pass  # created meanwhile, by an operator or another API process
@@ -349,9 +357,25 @@ class EventDirectory:
         """Record the answer and apply the state it implies; True when the state changed."""
         state = desired_state(remote, now_ms)
         changed = await self.scripts.sync_event(remote.event_id, state.value, remote.fields(now_ms))
+        await self._follow_opening(remote, now_ms)
         if changed:
             log.info("event %s is now %s (event service)", remote.event_id, state.value)
         return changed
+
+    async def _follow_opening(self, remote: RemoteEvent, now_ms: int) -> None:
+        """Move the opening when the sale's start moved, while it is ahead and nobody set it
+        by hand; once the pre-queue holds anyone the draw's rules decide (``Refused``)."""
+        opens = opening(remote, now_ms)
+        raw = await self.redis.hmget(keys.config(remote.event_id), "opens_ms", "operator_set")
+        current = int(_text(raw[0] or b"0") or 0)
+        operator_set = _text(raw[1] or b"").split(",")
+        if opens is None or opens == current or "opens_ms" in operator_set:
+            return
+        try:
+            await EventStore(self.redis, self.scripts).schedule(remote.event_id, opens)
+            log.info("event %s opens at %s (event service)", remote.event_id, format_ms(opens))
+        except Refused as exc:
+            log.info("event %s keeps its opening: %s", remote.event_id, exc)
 
     async def close(self) -> None:
         await self.client.close()

@@ -237,3 +237,19 @@ def test_burst_checks_in_flight_from_many_threads_do_not_duplicate(
         positions = list(pool.map(lambda i: join(api, "multi", f"m{i}").position, range(64)))
     assert sorted(positions) == list(range(1, 65))
     assert service.count("GetConfig", "multi") == 1
+
+
+def test_a_sale_that_starts_later_opens_with_a_draw_at_its_start(
+    standin: tuple[StandIn, str], api_with: Callable[..., ApiProcess], sync_redis: redis.Redis
+) -> None:
+    """The sale's start becomes the event's scheduled opening: joins before it wait in the
+    pre-queue (position 0, opens_at set) and get places by the draw."""
+    service, addr = standin
+    service.answers["later1"] = Answer(start="2099-06-01T10:00:00Z", end=SALE_END)
+    api = api_with(addr)
+    reply = join(api, "later1")
+    assert (reply.position, reply.opens_at) == (0, "2099-06-01T10:00:00Z")
+    config = config_of(sync_redis, "later1")
+    assert config["state"] == "open"
+    assert config["opens_ms"] == str(4083991200000)
+    assert sync_redis.hget(keys.draw("later1"), "commitment")

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from shared.errors import Code
 from shared.events import EventState
 from shared.proto import event_pb2
-from waitroom_api.eventservice import RemoteEvent, date_ms, desired_state, refusal
+from waitroom_api.eventservice import RemoteEvent, date_ms, desired_state, opening, refusal
 
 START, END = 1_000_000, 2_000_000
 PUBLISHED, CANCELLED = event_pb2.EVENT_STATUS_PUBLISHED, event_pb2.EVENT_STATUS_CANCELLED
@@ -21,7 +21,8 @@ def remote(
 
 
 def test_the_state_follows_the_sale() -> None:
-    assert desired_state(remote(), START - 1) is EventState.PAUSED
+    assert desired_state(remote(), START - 1) is EventState.OPEN  # its pre-queue takes joins
+    assert opening(remote(), START - 1) == START and opening(remote(), START) is None
     assert desired_state(remote(), START) is EventState.OPEN
     assert desired_state(remote(), END - 1) is EventState.OPEN
     assert desired_state(remote(), END) is EventState.CLOSED
