@@ -153,6 +153,7 @@ def test_the_abandoning_users_are_each_counted_once() -> None:
     abandon = {"abandons": True, "queued_ms": 60_000}
     outcomes = [
         _user(3, status=CANCELLED, reason=ABANDONED, finished_ms=80_000, **abandon),
+        _user(1, status=EXPIRED, admitted_ms=55_000, finished_ms=75_000, **abandon),  # drawn
         _user(4, status=EXPIRED, admitted_ms=65_000, finished_ms=75_000, **abandon),  # in time
         _user(5, status=EXPIRED, admitted_ms=90_000, finished_ms=99_000, **abandon),  # late
         _user(6, status=QUEUED, **abandon),  # unsettled
@@ -164,14 +165,15 @@ def test_the_abandoning_users_are_each_counted_once() -> None:
     ]
     count = AbandonedCount.of(outcomes, RULE)
     assert count.to_json() == {
-        "users": 6,
+        "users": 7,
         "dropped": 1,
-        "admitted": 3,
-        "admitted_in_time": 2,
+        "admitted": 4,
+        "admitted_in_time": 3,
         "admitted_late": 1,
         "unsettled": 2,
         "other": 1,
         "present_dropped": 1,
+        "admitted_prequeue": 1,
     }
 
 
@@ -279,6 +281,7 @@ def _report(matches: bool) -> dict[str, object]:
         "abandoned": {
             "users": 2, "dropped": 1, "admitted": 1, "admitted_in_time": 1, "admitted_late": 0,
             "unsettled": 0, "other": 0, "present_dropped": 0, "idle_timeout_seconds": 10.0,
+            "admitted_prequeue": 1,
         },
         "estimate_error": {"all": some, "prequeue": none, "after_opening": some},
     }  # fmt: skip
@@ -287,7 +290,8 @@ def _report(matches: bool) -> dict[str, object]:
 def test_the_sale_lines_say_what_was_checked() -> None:
     text = "\n".join(lines(_report(matches=True)))
     assert "draw verify: matches  ok" in text
-    assert "dropped 1, admitted before their timeout ran out 1, after 0 ok" in text
+    assert "dropped 1, admitted before their timeout ran out 1 (1 drawn early in" in text
+    assert "after 0 ok" in text
     assert "median 12%  p90 30%  bias +5%  (n=10)" in text
     assert "no admitted user with an estimate" in text  # the empty pre-queue group
     assert "3 placed differently  FAIL" in "\n".join(lines(_report(matches=False)))

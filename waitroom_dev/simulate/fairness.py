@@ -163,10 +163,11 @@ class AbandonedCount:
     unsettled: int  # no final status at the end (still queued, in checkout, or no record)
     other: int  # never admitted, ended another way (their queued session expired)
     present_dropped: int  # users who kept following, yet were dropped as abandoned: a fault
+    admitted_prequeue: int = 0  # of the admitted, those from the pre-queue (seen at the draw)
 
     @classmethod
     def of(cls, outcomes: Iterable[UserOutcome], rule: IdleRule) -> AbandonedCount:
-        users = dropped = in_time = late = unsettled = other = present = 0
+        users = dropped = in_time = late = unsettled = other = present = prequeue = 0
         for o in outcomes:
             is_dropped = o.status == _CANCELLED and o.reason == ABANDONED and not o.admitted_ms
             if not o.abandons:
@@ -176,13 +177,14 @@ class AbandonedCount:
             if o.admitted_ms:
                 late += rule.admitted_late(o)
                 in_time += not rule.admitted_late(o)
+                prequeue += 0 < o.ticket <= rule.entrants
             if o.status not in _TERMINAL:
                 unsettled += 1
             elif is_dropped:
                 dropped += 1
             elif not o.admitted_ms:
                 other += 1
-        return cls(users, dropped, in_time, late, unsettled, other, present)
+        return cls(users, dropped, in_time, late, unsettled, other, present, prequeue)
 
     @property
     def admitted(self) -> int:
@@ -198,6 +200,7 @@ class AbandonedCount:
             "unsettled": self.unsettled,
             "other": self.other,
             "present_dropped": self.present_dropped,
+            "admitted_prequeue": self.admitted_prequeue,
         }
 
 

@@ -143,7 +143,8 @@ def lines(report: dict[str, Any]) -> list[str]:
         out.append(
             f"  abandoned           {a['users']} users (idle timeout "
             f"{a['idle_timeout_seconds']:g} s): dropped {a['dropped']}, admitted before "
-            f"their timeout ran out {a['admitted_in_time']}, after {a['admitted_late']} "
+            f"their timeout ran out {a['admitted_in_time']} ({a['admitted_prequeue']} drawn "
+            f"early in the pre-queue), after {a['admitted_late']} "
             f"{_verdict(a['admitted_late'] == 0)}; unsettled {a['unsettled']}; present "
             f"users dropped {a['present_dropped']} {_verdict(a['present_dropped'] == 0)}"
         )
