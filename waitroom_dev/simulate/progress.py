@@ -83,6 +83,9 @@ def pause_reason(
     if gate.opens_ms > gate.now_ms:
         until = _seconds(gate.opens_ms - gate.now_ms)
         return f"pre-queue: nobody is admitted until the draw at the opening in {until}"
+    if gate.opens_ms and gate.now_ms - gate.opens_ms < seconds * 1000:
+        # Most of the interval was before the opening: no admissions is no stall.
+        return "the opening has just passed: the draw places the pre-queue"
     if gate.state is EventState.PAUSED:
         return "the event is paused (waitroom event resume)"
     if admitted >= gate.rate * seconds / 2:
