@@ -86,8 +86,8 @@ def test_each_admission_out_of_order_counts_once() -> None:
     # Ticket 1 waits until 900 while 2, 3 and 4 are admitted before it; 5 comes after.
     users = [Waiter(1, 900), Waiter(2, 100), Waiter(3, 200), Waiter(4, 300), Waiter(5, 950)]
     found = fifo_violations(users)
-    assert [a.ticket for a, _ in found] == [2, 3, 4]
-    assert {b.ticket for _, b in found} == {1}
+    assert [a.place for a, _ in found] == [2, 3, 4]
+    assert {b.place for _, b in found} == {1}
 
 
 def test_peak_concurrency_counts_overlaps_and_open_intervals() -> None:

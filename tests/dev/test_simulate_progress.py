@@ -65,6 +65,20 @@ def test_room_and_a_queue_but_no_admissions_points_at_the_admitter() -> None:
     assert reason(replace(room, rate=0.1)) is None
 
 
+def test_before_and_just_after_an_opening_nobody_admitted_is_no_stall() -> None:
+    room = replace(FULL, in_checkout=0, first_lease_ms=None, last_lease_ms=None)
+    assert reason(replace(room, opens_ms=NOW + 15_400)) == (
+        "pre-queue: nobody is admitted until the draw at the opening in 15 s"
+    )
+    assert reason(replace(room, opens_ms=NOW - 1_000)) == (
+        "the opening has just passed: the draw places the pre-queue"
+    )
+    # An interval after the opening with nobody admitted is a stall again.
+    assert reason(replace(room, opens_ms=NOW - 6_000)) == (
+        "room in checkout, yet nobody admitted for 5 s: no admitter?"
+    )
+
+
 def test_after_the_queue_the_run_waits_for_the_last_checkout() -> None:
     assert reason(FULL, queue_length=0) == (
         "waiting for 100 checkouts to end; the last lease ends in 59 s"

@@ -123,6 +123,31 @@ def _kafka_tuning(state: StackState | None) -> Any:
     show_default=True,
     help="Give up after this many seconds; users not settled by then are lost.",
 )
+@click.option(
+    "--opens-in",
+    type=click.FloatRange(min=1),
+    metavar="SECONDS",
+    help="Rehearse a scheduled sale: set the event's opening this far ahead (a fresh event: "
+    "nobody joined yet). Without it, an opening the event already has ahead is used.",
+)
+@click.option(
+    "--before",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    metavar="SHARE",
+    help="Share of users who arrive before the opening (over its first 80%), into the "
+    "pre-queue; the rest arrive after it as --arrival says.",
+)
+@click.option(
+    "--abandon",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    metavar="SHARE",
+    help="Share of users who stop following right after joining; the event needs an idle "
+    "timeout (waitroom event update --idle-timeout) to drop them.",
+)
 @click.option("--seed", type=int, help="Random seed, for a repeatable choice of outcomes.")
 @click.option(
     "--plot",
@@ -144,8 +169,13 @@ def simulate(
 ) -> None:
     """Rehearse an on-sale against a running waitroom and check it stayed fair and safe.
 
+    With a scheduled opening (--opens-in, --before) it also checks the draw: the pre-queue
+    got the first places, arrival order after it, and `waitroom event draw verify` agrees;
+    with abandoning users (--abandon), that none was admitted after the event's idle
+    timeout ran out. It reports the error of the wait estimated at join.
+
     Exits 0 when the run is clean (no FIFO violation, never over the checkout cap, nobody
-    lost), 4 otherwise.
+    lost, the draw and the abandoned as the rules say), 4 otherwise.
     """
     from shared.settings import CommonSettings
     from waitroom_dev.simulate.checkout import CheckoutPlan

@@ -69,12 +69,14 @@ class Summary:
 class Waiter:
     """One user as the FIFO check sees them.
 
-    ``ticket`` is their place in join order (strictly increasing per event); ``admitted_ms`` is
-    when they were let into checkout (None: never); ``left_ms`` is when they stopped waiting
-    without being admitted (left, or their queued session expired; None: still waiting).
+    ``place`` is their place in the queue's order: the ticket (join order) for everyone who
+    joined without a draw, the drawn place for a scheduled opening's pre-queue (see
+    ``fairness.place_of``); ``admitted_ms`` is when they were let into checkout (None: never);
+    ``left_ms`` is when they stopped waiting without being admitted (left, dropped as absent,
+    or their queued session expired; None: still waiting).
     """
 
-    ticket: int
+    place: int
     admitted_ms: int | None
     left_ms: int | None = None
 
@@ -93,11 +95,13 @@ def fifo_violations(waiters: Iterable[Waiter]) -> list[tuple[Waiter, Waiter]]:
 
     Returns ``(admitted, overtaken)`` pairs, one per violating admission, naming the earliest
     overtaken user. Admissions in the same millisecond are one batch of one atomic step, which
-    the script takes from the queue front in ticket order, so they do not count.
+    the script takes from the queue front in place order, so they do not count. A user dropped
+    as abandoned left the queue when the script reached them, so the users behind them taking
+    the place are not violations either.
     """
     violations = []
-    longest: Waiter | None = None  # among earlier tickets, the one who waited longest
-    for waiter in sorted(waiters, key=lambda w: w.ticket):
+    longest: Waiter | None = None  # among earlier places, the one who waited longest
+    for waiter in sorted(waiters, key=lambda w: w.place):
         if (
             waiter.admitted_ms is not None
             and longest is not None
@@ -152,6 +156,10 @@ class UserOutcome:
     queued_ms: int
     admitted_ms: int
     finished_ms: int
+    reason: str = ""  # why the session left the queue or checkout (the record's reason)
+    abandons: bool = False  # this user stopped following right after joining, on purpose
+    estimate_s: int | None = None  # the wait the JoinQueueResponse estimated
+    place: int = 0  # place in the queue's order; 0: the ticket (no draw placed it)
 
 
 @dataclass(frozen=True)
@@ -169,8 +177,9 @@ _TERMINAL = {5, 6, 7, 8}  # COMPLETED, FAILED, EXPIRED, CANCELLED
 def is_lost(outcome: UserOutcome) -> bool:
     """Joined, and never told how the wait ended: never saw READY, and did not see the final
     status of a session that was never admitted. A user admitted without seeing READY missed
-    their turn, which is as bad as being dropped."""
-    if outcome.ready_seen_s is not None:
+    their turn, which is as bad as being dropped. An abandoning user stopped listening on
+    purpose; whether the waitroom settled them is ``fairness.AbandonedCount``'s question."""
+    if outcome.abandons or outcome.ready_seen_s is not None:
         return False
     return not (outcome.saw_final and not outcome.admitted_ms)
 
@@ -182,7 +191,7 @@ def waiters(outcomes: Iterable[UserOutcome]) -> list[Waiter]:
         if not o.ticket:
             continue
         left = o.finished_ms if not o.admitted_ms and o.status in _TERMINAL else None
-        result.append(Waiter(o.ticket, o.admitted_ms or None, left))
+        result.append(Waiter(o.place or o.ticket, o.admitted_ms or None, left))
     return result
 
 

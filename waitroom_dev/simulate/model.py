@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from shared.events import EventConfig
 from shared.sessions import SessionRecord
@@ -30,6 +31,24 @@ class SimulationConfig:
     timeout: float = 300.0
     seed: int | None = None
     kafka: KafkaClientSettings = field(default_factory=KafkaClientSettings)
+    opens_in: float | None = None  # set the event's opening this many seconds ahead
+    before: float = 0.0  # share of users who arrive before the opening
+    abandon: float = 0.0  # share of users who stop following right after joining
+
+
+@dataclass(frozen=True)
+class DrawOutcome:
+    """A scheduled opening's draw as the waitroom holds it after the run.
+
+    ``ranks[t - 1]`` is the place the draw gave ticket ``t`` (tickets 1..entrants were the
+    pre-queue). ``verify`` is what ``waitroom event draw export`` and ``verify`` said of it.
+    """
+
+    opens_ms: int
+    entrants: int | None  # None: the pre-queue never closed (no draw)
+    drawn_ms: int
+    ranks: list[int]
+    verify: dict[str, Any]
 
 
 @dataclass
@@ -49,3 +68,4 @@ class RunData:
     redis_errors: int
     crowd: Crowd
     stand_in: CheckoutStandIn
+    draw: DrawOutcome | None = None  # None: the event had no scheduled opening

@@ -31,6 +31,7 @@ class Gate:
     first_lease_ms: int | None  # earliest checkout deadline; None: nobody in checkout
     last_lease_ms: int | None  # latest checkout deadline
     now_ms: int
+    opens_ms: int = 0  # scheduled opening; 0: none
 
 
 async def read_gate(redis: Redis, event_id: str) -> Gate:
@@ -52,6 +53,7 @@ async def read_gate(redis: Redis, event_id: str) -> Gate:
         first_lease_ms=int(first[0][1]) if first else None,
         last_lease_ms=int(last[0][1]) if last else None,
         now_ms=int(seconds) * 1000 + int(micros) // 1000,
+        opens_ms=config.opens_ms,
     )
 
 
@@ -78,6 +80,12 @@ def pause_reason(
             left = _seconds(gate.last_lease_ms - gate.now_ms)
             return f"waiting for {gate.in_checkout} checkouts to end; the last lease ends in {left}"
         return None
+    if gate.opens_ms > gate.now_ms:
+        until = _seconds(gate.opens_ms - gate.now_ms)
+        return f"pre-queue: nobody is admitted until the draw at the opening in {until}"
+    if gate.opens_ms and gate.now_ms - gate.opens_ms < seconds * 1000:
+        # Most of the interval was before the opening: no admissions is no stall.
+        return "the opening has just passed: the draw places the pre-queue"
     if gate.state is EventState.PAUSED:
         return "the event is paused (waitroom event resume)"
     if admitted >= gate.rate * seconds / 2:

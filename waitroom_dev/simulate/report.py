@@ -6,6 +6,8 @@ from collections import Counter
 from typing import Any
 
 from shared.sessions import Status
+from waitroom_dev.simulate import sale_report
+from waitroom_dev.simulate.fairness import place_of
 from waitroom_dev.simulate.invariants import (
     Summary,
     UserOutcome,
@@ -25,6 +27,7 @@ def outcomes(data: RunData) -> tuple[list[UserOutcome], Counter[str]]:
     """One outcome per user who joined, and the join failures by gRPC code."""
     joined = []
     failures: Counter[str] = Counter()
+    ranks = data.draw.ranks if data.draw else []
     for trace in data.traces:
         if not trace.session_id:
             failures[trace.join_error or "CANCELLED (run ended while retrying)"] += 1
@@ -41,6 +44,10 @@ def outcomes(data: RunData) -> tuple[list[UserOutcome], Counter[str]]:
                 queued_ms=record.queued_ms if record else 0,
                 admitted_ms=record.admitted_ms if record else 0,
                 finished_ms=record.finished_ms if record else 0,
+                reason=record.reason if record else "",
+                abandons=trace.abandons,
+                estimate_s=trace.estimate_s,
+                place=place_of(record.ticket, ranks) if record else 0,
             )
         )
     return joined, failures
@@ -74,6 +81,9 @@ def build(data: RunData) -> dict[str, Any]:
         problems.append(f"{data.config.users - len(data.traces)} users never arrived (timeout)")
     if stand_in.failure is not None:
         problems.append(f"the checkout stand-in failed: {stand_in.failure!r}")
+    sale = sale_report.sale_day(data, joined)
+    problems += sale.pop("problems")
+    sale_series = sale.pop("series")
 
     start_ms = int(data.started * 1000)
     return {
@@ -100,9 +110,10 @@ def build(data: RunData) -> dict[str, Any]:
         "lost_users": lost[:EXAMPLES],
         "fifo_violations": len(violations),
         "fifo_examples": [
-            {"admitted_ticket": a.ticket, "overtaken_ticket": b.ticket}
+            {"admitted_place": a.place, "overtaken_place": b.place}
             for a, b in violations[:EXAMPLES]
         ],
+        **sale,
         "checkout": {
             "cap": cap,
             "rate_limit": data.event.rate,  # admissions per second the event allows
@@ -140,6 +151,7 @@ def build(data: RunData) -> dict[str, Any]:
             "queue_length": [s.queue_length for s in data.samples],
             "in_checkout": [s.in_checkout for s in data.samples],
             "admission_rate": rate_series((o.admitted_ms for o in admitted), start_ms),
+            **sale_series,
         },
     }
 
@@ -186,6 +198,7 @@ def human(report: dict[str, Any]) -> str:
         f"  checkout stand-in   {s['ready_seen']} queue.ready seen ({s['duplicates']} repeats, "
         f"{s['ready_missing']} missing), {s['completed_sent']} completed, "
         f"{s['failed_sent']} failed, {s['silent']} silent",
+        *sale_report.lines(r),
         f"  RPC errors          {errors}",
     ]
     if r["clean"]:

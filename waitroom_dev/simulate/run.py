@@ -1,10 +1,11 @@
 """The rehearsal's orchestration: ``Simulation`` runs one sale against a running waitroom.
 
-Users arrive (all at once, or steadily at a rate), join through the gRPC API and follow their
-status; a stand-in for the order service answers their admissions over Kafka. Meanwhile Redis
-is sampled for the queue length and the users in checkout. At the end the server's session
-records are read back for the checks only the server can answer: the join order (tickets), so
-FIFO can be checked exactly, and when each slot was held, so the cap can be checked exactly.
+Users arrive (all at once, or steadily at a rate; with a scheduled opening, some before it),
+join through the gRPC API and follow their status, except those who abandon; a stand-in for
+the order service answers their admissions over Kafka. Meanwhile Redis is sampled for the queue
+length and the users in checkout. At the end the server's session records are read back for the
+checks only the server can answer: the join order (tickets) and the draw's places, so FIFO can
+be checked exactly, and when each slot was held, so the cap can be checked exactly.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.connections import redis_client
+from shared.errors import Refused
 from shared.events import EventConfig, EventStore
 from shared.scripts import Scripts
 from shared.sessions import SessionRecord
 from shared.settings import CommonSettings
+from waitroom_dev.simulate import opening
 from waitroom_dev.simulate.checkout import CheckoutStandIn
 from waitroom_dev.simulate.invariants import Sample
-from waitroom_dev.simulate.model import RunData, SimulationConfig
+from waitroom_dev.simulate.model import DrawOutcome, RunData, SimulationConfig
 from waitroom_dev.simulate.progress import Progress, pause_reason, read_gate
 from waitroom_dev.simulate.users import Crowd, UserTrace
 
@@ -66,6 +69,9 @@ class Simulation:
         self.in_checkout = 0
         self.queue_length = 0
         self._started = 0.0
+        self.opens_ms = 0  # the event's scheduled opening, Redis's clock (0: none ahead)
+        self._opens_at = 0.0  # the same instant on this machine's clock
+        self._abandoning: set[int] = set()  # indexes of the users who abandon
 
     def __repr__(self) -> str:
         return (
@@ -114,6 +120,7 @@ class Simulation:
             ended = time.time()
             try:
                 records = await self._records(scripts)
+                drawn = await self._draw(redis)
             except (RedisError, OSError) as exc:
                 raise SimulationError(f"cannot read the session records back: {exc}") from None
         finally:
@@ -134,6 +141,7 @@ class Simulation:
             self.redis_errors,
             crowd,
             stand_in,
+            drawn,
         )
 
     async def _prepare(self, redis: Redis, crowd: Crowd, stand_in: CheckoutStandIn) -> EventConfig:
@@ -158,24 +166,63 @@ class Simulation:
             await asyncio.to_thread(stand_in.start)
         except Exception as exc:
             raise SimulationError(f"cannot reach Kafka at {config.bootstrap}: {exc}") from None
+        return await self._prepare_opening(redis, event)
+
+    async def _prepare_opening(self, redis: Redis, event: EventConfig) -> EventConfig:
+        """Set the opening asked for (or take the event's, if ahead), and check that what was
+        asked of the crowd can happen on this event."""
+        config = self.config
+        if config.abandon and not event.idle_timeout_seconds:
+            raise SimulationError(
+                f"--abandon needs an idle timeout on {config.event_id} to drop absent users: "
+                f"waitroom event update {config.event_id} --idle-timeout SECONDS",
+                unreachable=False,
+            )
+        try:
+            now_ms = await opening.redis_now_ms(redis)
+            if config.opens_in is not None:
+                self.opens_ms = await opening.schedule(redis, config.event_id, config.opens_in)
+                event = await EventStore(redis).get(config.event_id)
+            elif event.opens_ms > now_ms:
+                self.opens_ms = event.opens_ms
+        except Refused as exc:
+            hint = "rehearse a scheduled sale on a fresh event (waitroom event create)"
+            message = f"cannot set the opening: {exc}; {hint}"
+            raise SimulationError(message, unreachable=False) from None
+        except (RedisError, OSError) as exc:
+            raise SimulationError(f"cannot reach Redis at {config.redis_url}: {exc}") from None
+        if config.before and not self.opens_ms:
+            raise SimulationError(
+                f"--before needs an opening ahead: --opens-in, or an event with one "
+                f"(waitroom event update {config.event_id} --opens-at TIME)",
+                unreachable=False,
+            )
+        self._opens_at = time.time() + (self.opens_ms - now_ms) / 1000
+        count = round(config.abandon * config.users)
+        self._abandoning = set(self.rng.sample(range(config.users), count))
         return event
 
     def _new_trace(self, index: int) -> UserTrace:
         mode = self.config.mode
         if mode == "mixed":
             mode = "stream" if index % 2 else "poll"
-        return UserTrace(index, f"sim-{self.run_id}-{index:07d}", mode)
+        abandons = index in self._abandoning
+        return UserTrace(index, f"sim-{self.run_id}-{index:07d}", mode, abandons)
 
     async def _drive(self, crowd: Crowd) -> None:
         """Let the users arrive and follow until all are settled or the time is up."""
         config = self.config
         deadline = self._started + config.timeout
+        opens_in = self._opens_at - self._started if self.opens_ms else None
+        before = round(config.before * config.users)
+        arrivals = opening.arrival_offsets(
+            config.users, before, opens_in, config.arrival, config.rate
+        )
         tasks = []
-        for index in range(config.users):
-            if config.arrival == "ramp":
-                delay = self._started + index / config.rate - time.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+        for index, offset in enumerate(arrivals):
+            delay = self._started + offset - time.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
             if time.time() >= deadline:
                 break
             trace = self._new_trace(index)
@@ -197,11 +244,13 @@ class Simulation:
             await asyncio.sleep(TRACK_SECONDS)
 
     def _unfinished(self) -> list[str]:
-        """Admitted sessions whose checkout has not ended yet, as far as we know."""
+        """Admitted sessions whose checkout has not ended yet, and abandoned sessions not
+        ended yet (dropped, or admitted in time and expired), as far as we know."""
         return [
             t.session_id
             for t in self.traces
-            if t.ready_at is not None and t.session_id not in self.final
+            if (t.ready_at is not None or (t.abandons and t.session_id))
+            and t.session_id not in self.final
         ]
 
     async def _track(self, scripts: Scripts) -> None:
@@ -249,7 +298,8 @@ class Simulation:
             now = time.time()
             joined = sum(1 for t in self.traces if t.session_id)
             ready = sum(1 for t in self.traces if t.ready_at is not None)
-            settled = sum(1 for t in self.traces if t.session_id and t.settled)
+            # An abandoning user never hears how it ended: not "queued" from here.
+            settled = sum(1 for t in self.traces if t.session_id and (t.settled or t.abandons))
             span = max(1e-6, now - last_time)
             paused = None
             try:
@@ -280,6 +330,18 @@ class Simulation:
                 )
             )
             last_joined, last_ready, last_time = joined, ready, now
+
+    async def _draw(self, redis: Redis) -> DrawOutcome | None:
+        """The draw of this run's opening, checked by the operator's commands once done."""
+        if not self.opens_ms:
+            return None
+        drawn = await opening.read_draw(redis, self.config.event_id, self.opens_ms)
+        if not drawn.drawn_ms:
+            return drawn
+        verified = await asyncio.to_thread(
+            opening.verify, self.config.redis_url, self.config.event_id
+        )
+        return DrawOutcome(drawn.opens_ms, drawn.entrants, drawn.drawn_ms, drawn.ranks, verified)
 
     async def _records(self, scripts: Scripts) -> dict[str, SessionRecord]:
         """The server's record of every session this run created."""

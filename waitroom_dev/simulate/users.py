@@ -4,7 +4,8 @@ Many users share one asyncio loop and a small pool of gRPC channels (separate TC
 as browsers behind a gateway would share its connections to the API. A poller asks
 GetQueueStatus every few seconds; a streamer holds StreamQueuePosition open and reconnects when
 it drops, as an EventSource does. A user stops following once READY (they go to checkout) or on
-a final status.
+a final status. An abandoning user stops right after joining, as a closed browser tab does:
+the waitroom hears nothing more from them.
 """
 
 from __future__ import annotations
@@ -44,9 +45,11 @@ class UserTrace:
     index: int
     user_id: str
     mode: str  # "poll" or "stream"
+    abandons: bool = False  # stops following right after joining
     join_sent: float = 0.0
     session_id: str = ""
     join_error: str = ""
+    estimate_s: int | None = None  # estimated_wait_seconds of the JoinQueueResponse
     ready_at: float | None = None  # when this user first saw READY
     last_status: int = 0
     done: bool = False  # stopped following (READY, final status, or the run ended)
@@ -131,7 +134,7 @@ class Crowd:
         """Join, then follow until settled or the run stops."""
         stub = self._stubs[trace.index % len(self._stubs)]
         try:
-            if await self._join(stub, trace):
+            if await self._join(stub, trace) and not trace.abandons:
                 if trace.mode == "stream":
                     await self._stream(stub, trace)
                 else:
@@ -172,10 +175,13 @@ class Crowd:
             self.stats.join_ms.append((time.perf_counter() - started) * 1000)
             self.stats.joined += 1
             trace.session_id = response.session_id
+            trace.estimate_s = response.estimated_wait_seconds
             self.sessions[trace.session_id] = trace
             trace.last_status = int(Status.QUEUED)
-            # Joining again after admission answers with position 0 (already in checkout).
-            if response.position == 0:
+            # Joining again after admission answers with position 0 (already in checkout); so
+            # does a join into a scheduled event's pre-queue ("not drawn yet"), whose opens_at
+            # is set: there, following the status tells which it was.
+            if response.position == 0 and not response.opens_at:
                 self._observe(trace, Status.READY)
             return trace.ready_at is None
         return False
