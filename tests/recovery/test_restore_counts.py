@@ -9,14 +9,18 @@ Kafka" (and counted them in ``waitroom_recovery_lost_joins_total``) when none wa
 
 from __future__ import annotations
 
+import json
+
 from support import with_scripts
 
+from shared import keys
 from shared.events import EventConfig, EventStore
 from shared.ids import event_suffix
 from shared.recovery.history import EventHistory, SessionFacts
 from shared.recovery.restore import recover_event
-from shared.recovery.watermark import Watermark
+from shared.recovery.watermark import Watermark, event_config
 from shared.scripts import Scripts
+from shared.sessions import SessionRecord, Status
 
 MARGIN = 100
 T0 = 1_800_000_000_000
@@ -67,3 +71,55 @@ def test_a_second_recovery_counts_no_join_the_first_counted(redis_url: str, even
     assert first == 2
     assert again == 0
     assert holes == 0
+
+
+def test_a_later_recovery_from_empty_does_not_count_an_earlier_margin(
+    redis_url: str, event_id: str
+) -> None:
+    """The first recovery skipped 100 tickets; the watermark then carries a counter past them.
+    When Redis later restarts empty, those tickets are no joins anybody lost."""
+
+    async def body(s: Scripts) -> tuple[int, int, int]:
+        history, mark = await _lost_two_seconds(s, event_id)
+        first = await recover_event(s, event_id, history, mark, margin=MARGIN)
+        probe = await s.restore_probe(event_id)
+        # What the relay wrote with its next batch: the counter now, the config now.
+        relayed = Watermark(
+            event_id,
+            generation=probe.run_id + "-before",
+            issued=probe.seq,
+            max_ticket=7,
+            config=event_config(probe.config),
+        )
+        await s.redis.delete(*[k async for k in s.redis.scan_iter(keys.event_pattern(event_id))])
+        again = await recover_event(s, event_id, history, relayed, margin=MARGIN)
+        return first.lost_joins, again.lost_joins, again.skipped_tickets
+
+    first, again, skipped = with_scripts(redis_url, body)
+    assert first == 2
+    assert again == 0  # the two lost joins were counted by the first recovery
+    assert skipped == MARGIN
+
+
+def test_the_first_ending_kafka_holds_beats_a_later_one_redis_made_up(
+    redis_url: str, event_id: str
+) -> None:
+    """Found by the long chaos run: Redis lost its last second, in which a user in checkout
+    completed; the restarted Redis, not yet checked, let the lease run out (EXPIRED, later).
+    The restore kept Redis's ending ("as far along") and the completed purchase was gone,
+    its slot held until the late expiry. The first ending wins, as the history folds it."""
+
+    def row(status: Status, finished: int, reason: str) -> tuple[int, str]:
+        rec = [int(status), "user-1", "n" * 22, T0, T0 + 10**7, T0 + 10, T0 + 2010]
+        return 1, json.dumps([*rec, finished, reason])
+
+    async def body(s: Scripts) -> tuple[tuple[int, int, int, int], SessionRecord]:
+        await EventStore(s.redis, s).create(EventConfig(event_id, rate=1.0))
+        await s.restore_sessions(event_id, [row(Status.EXPIRED, T0 + 5000, "checkout_expired")])
+        counts = await s.restore_sessions(event_id, [row(Status.COMPLETED, T0 + 900, "completed")])
+        raw = await s.redis.hget(keys.sessions(event_id), "1")
+        return counts, SessionRecord.decode(raw, 1)
+
+    counts, rec = with_scripts(redis_url, body)
+    assert counts == (0, 1, 0, 0)
+    assert (rec.status, rec.finished_ms, rec.reason) == (Status.COMPLETED, T0 + 900, "completed")
