@@ -74,6 +74,7 @@ class RecoveryGuard:
         self.scanned = False  # this Redis server searched for events it lost entirely
         self.run_id = ""
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._loading = asyncio.Lock()  # one read of the watermarks for every waiting check
         # A daemon thread, as for every blocking Kafka call: a read stuck on a hung broker
         # must not keep the process from exiting (asyncio's default executor is joined).
         self._thread = KafkaThread("recovery")
@@ -131,6 +132,10 @@ class RecoveryGuard:
             self.run_id = run_id
             self.verified.clear()
             self.scanned = False
+            # The watermarks in memory are the ones this replica relayed or read at start;
+            # the event's owner may have relayed newer ones since (replicas take turns), and
+            # a stale one hides what the new server lost. Read them again before any check.
+            self.loaded = not self.kafka
         if self.kafka and not self.scanned and "" not in self._tasks:
             self._spawn("", self._scan())  # again each sweep until Kafka answers
         for event_id in owned:
@@ -225,13 +230,16 @@ class RecoveryGuard:
         )
 
     async def _load(self) -> None:
-        read = functools.partial(read_watermarks, self.common, self.tuning, self.consumer)
-        marks = await self._thread.call(read)
-        for event_id, mark in marks.items():
-            known = self.marks.get(event_id)
-            self.marks[event_id] = mark if known is None else mark.advanced(known)
-        self.loaded = True
-        self.kafka_outage.recovered()
+        async with self._loading:
+            if self.loaded:
+                return  # another check read them while this one waited
+            read = functools.partial(read_watermarks, self.common, self.tuning, self.consumer)
+            marks = await self._thread.call(read)
+            for event_id, mark in marks.items():
+                known = self.marks.get(event_id)
+                self.marks[event_id] = mark if known is None else mark.advanced(known)
+            self.loaded = True
+            self.kafka_outage.recovered()
 
     async def _scan(self) -> None:
         """Find events Kafka knows that this Redis server lost entirely."""

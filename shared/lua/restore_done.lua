@@ -1,7 +1,7 @@
 -- restore_done: finish a recovery (or a check that found nothing lost): move the queue head to
 -- at least `head`, forget holes behind it, record which relayed outbox record Redis is now
 -- known to hold everything up to, stamp this server's run id as the event's generation and
--- clear `recovery`, so joins and admission go on; wakes the admitter.
+-- clear `recovery` (and the counter it started from), so joins and admission go on; wakes the admitter.
 -- KEYS: the event keys (see event_lib.lua).
 -- ARGV: 1 event id, 2 notify channel, 3 session id suffix, 4 lowest head, 5 recovered-through
 --   outbox record id ('' to keep it).
@@ -13,6 +13,6 @@ redis.call('ZREMRANGEBYSCORE', K.holes, '-inf', '(' .. h)
 if ARGV[5] ~= '' then redis.call('HSET', K.config, 'recovered_through', ARGV[5]) end
 local id = run_id()
 redis.call('HSET', K.config, 'generation', id)
-redis.call('HDEL', K.config, 'recovery')
+redis.call('HDEL', K.config, 'recovery', 'recovery_from')
 notify()
 return { id, h }

@@ -42,6 +42,29 @@ HOLE_BATCH = 5000
 #: Why a restore ran when Redis did not look behind Kafka (``waitroom recover --force``).
 FORCED = "an operator forced a restore (waitroom recover --force)"
 
+#: Config field listing the ticket ranges recoveries skipped ("a-b,c-d"): the joins lost before
+#: Kafka and the margin. No session will ever hold one, and the counter (so every later
+#: watermark's ``issued``) is past them; a later recovery, say from an empty Redis, must not
+#: count them as joins lost again. It travels in the watermark's config with the rest.
+SKIPPED = "skipped"
+
+
+def skipped_ranges(*configs: dict[str, str]) -> list[tuple[int, int]]:
+    """The skipped ranges the configs record (junk is ignored: it only costs a recount)."""
+    ranges = []
+    for config in configs:
+        for part in config.get(SKIPPED, "").split(","):
+            low, _, high = part.partition("-")
+            if low.isdigit() and high.isdigit():
+                ranges.append((int(low), int(high)))
+    return ranges
+
+
+def _with_range(text: str, low: int, high: int) -> str:
+    new = f"{low}-{high}"
+    parts = [p for p in text.split(",") if p]
+    return ",".join(parts if new in parts else [*parts, new])
+
 
 @dataclass
 class EventReport:
@@ -112,23 +135,36 @@ async def recover_event(
         report.kept += counts[2]
         report.conflicts += counts[3]
     # Tickets up to `known` were surely handed out: one with no session anywhere is a join
-    # acknowledged but never relayed, lost. Past it lie only the margin's tickets.
+    # acknowledged but never relayed, lost, unless an earlier recovery skipped it (and counted
+    # it). Past `known` lie only the margin's tickets.
     known = max(issued, before)
+    earlier = skipped_ranges(probe.config, mark.config if mark is not None else {})
     candidates = plan.hole_candidates(after)
     for tickets, counted in (
-        ([t for t in candidates if t <= known], True),
-        ([t for t in candidates if t > known], False),
+        ([t for t in candidates if t <= known and not _within(t, earlier)], True),
+        ([t for t in candidates if t > known or _within(t, earlier)], False),
     ):
         for i in range(0, len(tickets), HOLE_BATCH):
             holes, missing = await scripts.restore_holes(event_id, tickets[i : i + HOLE_BATCH])
             report.holes += holes
             report.lost_joins += missing if counted else 0
+    # Above both Redis's counter and every ticket on Kafka nobody holds a session, nor ever will:
+    # joins wait for restore_done.
+    dead = max(before, plan.max_ticket) + 1
+    if after >= dead:
+        held = await scripts.redis.hget(keys.config(event_id), SKIPPED)
+        text = held.decode() if isinstance(held, bytes) else str(held or "")
+        await scripts.redis.hset(keys.config(event_id), SKIPPED, _with_range(text, dead, after))
     done = await scripts.restore_done(event_id, plan.min_head, mark.relayed_id if mark else "")
     report.head = done[1] if done else 0
     report.skipped_tickets = max(0, after - known)
     await scripts.redis.sadd(keys.EVENTS, event_id)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _within(ticket: int, ranges: list[tuple[int, int]]) -> bool:
+    return any(low <= ticket <= high for low, high in ranges)
 
 
 def best_mark(history: EventHistory | None, mark: Watermark | None) -> Watermark | None:

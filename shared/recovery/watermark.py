@@ -78,7 +78,7 @@ class Watermark:
 
 
 #: Config fields that describe the event; the rest (recovery's own) are not carried over.
-_RECOVERY_FIELDS = ("generation", "recovery", "recovered_through")
+_RECOVERY_FIELDS = ("generation", "recovery", "recovery_from", "recovered_through")
 
 
 def event_config(config: dict[str, str]) -> dict[str, str]:

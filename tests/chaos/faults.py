@@ -4,7 +4,11 @@ Every fault is something that happens to a real deployment: a process killed (-9
 again by its supervisor, Redis or the broker frozen (SIGSTOP) and thawed, Redis killed and
 restarted from its AOF, the AOF cut back to an earlier size as an OS crash leaves it (the last
 second of ``appendfsync everysec`` never reached the disk), and Redis restarted empty. The last
-two lose acknowledged writes: only a restore from Kafka (``waitroom recover``) brings them back.
+two lose acknowledged writes, and the recovery from Kafka brings back everything Kafka holds:
+after the AOF cut the admitters find the event behind its watermark and rebuild it themselves;
+after an empty restart the run does what an operator does (automatic rebuild of events Redis
+lost entirely is off by default): ``waitroom recover --all --json``. Either way the fault ends
+when ``waitroom event show EVENT --json`` reports the recovery ``ok``.
 """
 
 from __future__ import annotations
@@ -45,17 +49,46 @@ def parse_faults(text: str) -> list[str]:
     return names
 
 
-def recover_command(stack: ChaosStack) -> list[str] | None:
-    """``waitroom recover --all --json`` when this tree's ``waitroom`` has the command."""
-    help_text = subprocess.run(
-        [sys.executable, "-c", CLI_CODE, "--help"],
+#: How long a recovery may take before the fault is logged as not recovered (a bound: a
+#: rebuild of this size takes well under a second, a sweep 0.2 s).
+RECOVERY_TIMEOUT = 120.0
+
+
+def waitroom(
+    stack: ChaosStack, *args: str, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run an operator command against the stack, as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-c", CLI_CODE, *args],
         env=stack.env(),
         capture_output=True,
         text=True,
-        timeout=60,
-    ).stdout
-    has_it = any(line.split()[:1] == ["recover"] for line in help_text.splitlines())
-    return [sys.executable, "-c", CLI_CODE, "recover", "--all", "--json"] if has_it else None
+        timeout=timeout,
+    )
+
+
+def recovery_state(stack: ChaosStack, event_id: str) -> str:
+    """The ``recovery`` state ``waitroom event show --json`` reports (``ok``, ``recovering``,
+    ``unchecked``), or why it could not say (the event unknown, Redis not answering)."""
+    done = waitroom(stack, "event", "show", event_id, "--json", timeout=60)
+    if done.returncode != 0:
+        return f"exit {done.returncode}"
+    try:
+        return str(json.loads(done.stdout)["recovery"]["state"])
+    except (ValueError, KeyError, TypeError):
+        return "unreadable"
+
+
+def summarize(report: dict[str, Any]) -> str:
+    """One event's ``waitroom recover --json`` report in a line."""
+    if report.get("action") != "restored":
+        return str(report.get("action"))
+    sessions = sum(report.get("sessions", {}).values())
+    return (
+        f"restored {sessions:,} sessions ({report.get('reason')}); "
+        f"{report.get('lost_joins', 0):,} joins lost before Kafka, "
+        f"{report.get('skipped_tickets', 0):,} tickets skipped"
+    )
 
 
 @dataclass
@@ -83,15 +116,16 @@ class Injector:
         self,
         stack: ChaosStack,
         *,
+        event_id: str,
         pause_seconds: float,
-        recover: list[str] | None,
         clock: Callable[[], float],
     ) -> None:
         self.stack = stack
+        self.event_id = event_id
         self.pause_seconds = pause_seconds
-        self.recover = recover
         self.clock = clock
         self.log = FaultLog([])
+        self.recoveries: list[dict[str, Any]] = []
         self._kills: dict[str, int] = {}
 
     def inject(self, fault: str) -> None:
@@ -138,23 +172,39 @@ class Injector:
         # The writes of the next moments are the ones an OS crash takes with it.
         time.sleep(self.pause_seconds)
         lost = incr.stat().st_size - size
+        marks = self.stack.admitter_log_sizes()
         self.stack.restart_redis(truncate_to=size)
-        return f"kill -9 redis, AOF cut back by {lost:,} bytes", self._recover()
+        started = time.monotonic()
+        state = self._await_recovery()
+        found = self.stack.admitter_log_since(marks, ("is behind Kafka", "rebuilt from Kafka"))
+        said = " / ".join(line.split(" guard ", 1)[-1][:220] for line in found) or "no log line"
+        result = f"recovery {state} after {time.monotonic() - started:.1f} s; admitters: {said}"
+        self.recoveries.append({"fault": "aof_cut", "state": state, "admitters": found})
+        return f"kill -9 redis, AOF cut back by {lost:,} bytes", result
 
     def _redis_empty(self) -> tuple[str, str]:
         self.stack.restart_redis(empty=True)
-        return "kill -9 redis, restart with no data", self._recover()
-
-    def _recover(self) -> str:
-        if self.recover is None:
-            return "not recoverable yet (no `waitroom recover`)"
-        done = subprocess.run(
-            self.recover, env=self.stack.env(), capture_output=True, text=True, timeout=300
-        )
+        started = time.monotonic()
+        done = waitroom(self.stack, "recover", "--all", "--json")
         if done.returncode != 0:
-            return f"waitroom recover exited {done.returncode}: {done.stderr[-300:]}"
-        try:
-            summary = json.dumps(json.loads(done.stdout), sort_keys=True)[:300]
-        except ValueError:
-            summary = done.stdout[-300:]
-        return f"recovered: {summary}"
+            said = f"waitroom recover exited {done.returncode}: {done.stderr[-300:]}"
+            reports: list[dict[str, Any]] = []
+        else:
+            reports = json.loads(done.stdout)["events"]
+            mine = [r for r in reports if r.get("event_id") == self.event_id]
+            said = "; ".join(summarize(r) for r in mine) or "the event was not recovered"
+        state = self._await_recovery()
+        result = f"`waitroom recover --all`: {said}; recovery {state} after "
+        result += f"{time.monotonic() - started:.1f} s"
+        self.recoveries.append({"fault": "redis_empty", "state": state, "reports": reports})
+        return "kill -9 redis, restart with no data", result
+
+    def _await_recovery(self) -> str:
+        """Wait until ``waitroom event show`` reports the event's recovery ``ok``; returns the
+        last state seen (``ok`` unless the bound ran out)."""
+        deadline = time.monotonic() + RECOVERY_TIMEOUT
+        state = recovery_state(self.stack, self.event_id)
+        while state != "ok" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            state = recovery_state(self.stack, self.event_id)
+        return state

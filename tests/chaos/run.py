@@ -24,7 +24,7 @@ from shared.events import EventConfig, EventStore
 from tests.chaos.checkout import CheckoutStandIn
 from tests.chaos.crowd import Crowd
 from tests.chaos.evidence import CapSampler, read_kafka, read_redis
-from tests.chaos.faults import LOSS, FaultLog, Injector, recover_command
+from tests.chaos.faults import FaultLog, Injector
 from tests.chaos.invariants import Evidence, Row, check_all
 from tests.chaos.stack import JWT_SECRET, ChaosStack
 
@@ -60,7 +60,8 @@ class RunResult:
 
     @property
     def violations(self) -> int:
-        return sum(r.violations for r in self.rows)
+        """Broken invariants; the allowed loss (joins lost before Kafka) is not one."""
+        return sum(r.broken for r in self.rows)
 
     def fault_table(self) -> str:
         lines = ["| at (s) | fault | took (s) | detail | result |", "|---:|---|---:|---|---|"]
@@ -100,16 +101,24 @@ class RunResult:
         return directory
 
 
-def bugs_logged(stack: ChaosStack) -> list[str]:
+#: Loggers of libraries that log their own handled errors with a traceback: kafka-python logs
+#: one when a consumer is closed while its socket is being read (seen in the long run, in the
+#: recovery guard's watermark read). Not a failure of ours; kept in the run's notes.
+LIBRARY_LOGGERS = (" kafka.",)
+
+
+def bugs_logged(stack: ChaosStack) -> tuple[list[str], list[str]]:
     """Tracebacks in the processes' logs: ``shared.backoff.bug`` logs every failure of ours
-    with one, and an uncaught exception prints one."""
-    found = []
+    with one, and an uncaught exception prints one. Returns (ours, the libraries')."""
+    found: tuple[list[str], list[str]] = ([], [])
     for path in sorted(stack.workdir.glob("*.log")):
         lines = path.read_text("utf-8", "replace").splitlines()
         for i, line in enumerate(lines):
             if line.startswith("Traceback"):
                 cause = next((ln for ln in lines[i + 1 :] if not ln.startswith(" ")), "?")
-                found.append(f"{path.name}: {lines[i - 1][-150:] if i else ''} / {cause[:150]}")
+                said = lines[i - 1] if i else ""
+                library = any(name in said for name in LIBRARY_LOGGERS)
+                found[library].append(f"{path.name}: {said[-150:]} / {cause[:150]}")
     return found
 
 
@@ -159,22 +168,19 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
         stack.start()
         await asyncio.to_thread(stack.wait_ready, 90)
         await _create_event(stack, config, event_id)
-        recover = await asyncio.to_thread(recover_command, stack)
-        lossy = any(f in LOSS for f in config.faults)
-        patience = config.not_found_patience if recover or not lossy else 5.0
         crowd = Crowd(
             stack.api_address,
             event_id,
             config.users,
             config.seed,
             arrival_seconds=config.arrival_seconds,
-            not_found_patience=patience,
+            not_found_patience=config.not_found_patience,
         )
         checkout = CheckoutStandIn(stack.bootstrap, event_id, config.seed)
         checkout.start()
         sampler = CapSampler(stack.redis_url, event_id)
         injector = Injector(
-            stack, pause_seconds=config.pause_seconds, recover=recover, clock=crowd.now
+            stack, event_id=event_id, pause_seconds=config.pause_seconds, clock=crowd.now
         )
         stop, faults_done = asyncio.Event(), asyncio.Event()
         crashed: list[str] = []
@@ -218,6 +224,7 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
         checkout.stop()
         say(f"drained={drained} outbox_empty={relayed}; stopping the processes")
         await asyncio.to_thread(stack.stop_all)
+        ours, libraries = bugs_logged(stack)
         redis_state = await asyncio.to_thread(read_redis, stack.redis_url, event_id)
         kafka = await asyncio.to_thread(read_kafka, stack.bootstrap, event_id)
         evidence = Evidence(
@@ -229,13 +236,14 @@ async def _run(config: RunConfig, workdir: Path, say: Callable[[str], None]) -> 
             redis=redis_state,
             samples=sampler.samples,
             exits=stack.exits,
-            bugs_logged=bugs_logged(stack),
+            bugs_logged=ours,
         )
         gave_up = [c for c in crowd.clients if c.gave_up]
         notes = {
             "drained": drained,
             "outbox_empty": relayed,
-            "recover_command": bool(recover),
+            "recoveries": injector.recoveries,
+            "library_tracebacks": libraries,
             "samples_failed": sampler.failed,
             "checkout_decided": len(checkout.decided),
             "checkout_send_errors": checkout.errors,

@@ -238,6 +238,24 @@ class ChaosStack:
         self.broker.stop()
         self.redis.stop()
 
+    def admitter_log_sizes(self) -> dict[Path, int]:
+        """Where each admitter's log ends now (see ``admitter_log_since``)."""
+        return {
+            w.log_path: w.log_path.stat().st_size if w.log_path.exists() else 0
+            for w in self.workers
+            if w.command == "admitter"
+        }
+
+    def admitter_log_since(self, sizes: dict[Path, int], words: tuple[str, ...]) -> list[str]:
+        """Lines the admitters logged since ``sizes`` that contain one of ``words``."""
+        found = []
+        for path, size in sizes.items():
+            with path.open("rb") as f:
+                f.seek(size)
+                text = f.read().decode("utf-8", "replace")
+            found += [line for line in text.splitlines() if any(w in line for w in words)]
+        return found
+
     # --- Redis and the broker -----------------------------------------------------------------
 
     def pause(self, service: Service) -> None:
