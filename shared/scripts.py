@@ -339,7 +339,11 @@ class Scripts:
         return [_join_result(r) for r in replies]
 
     async def status(self, event_id: str, session_ids: list[str]) -> StatusResult:
+        """The sessions with their places; WTR011 while the event is being checked against
+        Kafka or rebuilt from it (what Redis holds may be behind what users were told)."""
         reply = await self._event("status", event_id, *session_ids)
+        if _text(reply[0]) == "ERR":
+            raise _error(_text(reply[1]))
         views = []
         for i, sid in enumerate(session_ids):
             at = 6 + 4 * i
@@ -361,6 +365,8 @@ class Scripts:
         """Head, seq and holes of the queue: enough to place any waiting ticket without its
         record (``QueueView``)."""
         reply = await self._event("queue_view", event_id)
+        if _text(reply[0]) == "ERR":
+            raise _error(_text(reply[1]))  # WTR011, as ``status``
         v = [int(x) for i, x in enumerate(reply) if i != 6]
         return QueueView(
             v[0],

@@ -37,7 +37,7 @@ from redis.asyncio import Redis
 
 from shared import metrics
 from shared.backoff import Outage, bug, is_transient
-from shared.errors import WaitroomError
+from shared.errors import Code, WaitroomError
 from shared.ids import ticket_of_session
 from shared.proto import waitroom_pb2 as pb
 from shared.pubsub import NotifyListener
@@ -378,6 +378,10 @@ class EventWatcher:
                 self.failures += 1
                 if is_transient(exc):
                     await asyncio.sleep(self.outage.failed(exc))
+                elif isinstance(exc, WaitroomError) and exc.code is Code.RECOVERING:
+                    # Redis is being checked against Kafka: streams keep what they last sent
+                    # and hear the truth once it is checked (usually within a sweep).
+                    await asyncio.sleep(poll)
                 else:
                     # A bug must not silently freeze every stream of the event: log, go on.
                     bug(log, "stream watcher", exc, self.event_id)
