@@ -69,10 +69,12 @@ class RecoveryGuard:
         self.kafka_outage = Outage("Kafka (recovery check)", log, dependency="kafka")
         self.marks: dict[str, Watermark] = {}
         self.loaded = not self.kafka  # watermarks read from Kafka since start
-        self.verified: set[str] = set()
+        # Event -> the run id of the Redis server it was verified on. Per event, not per
+        # process: in a Redis Cluster each event lives on its shard, and each shard is a
+        # server of its own that can restart or fail over alone.
+        self.verified: dict[str, str] = {}
         self.behind: set[str] = set()  # reported behind Kafka, not yet verified
-        self.scanned = False  # this Redis server searched for events it lost entirely
-        self.run_id = ""
+        self.scanned = False  # searched for events a restarted server lost entirely
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._loading = asyncio.Lock()  # one read of the watermarks for every waiting check
         # A daemon thread, as for every blocking Kafka call: a read stuck on a hung broker
@@ -95,8 +97,8 @@ class RecoveryGuard:
         would write that server's run id into the watermark and hide what it lost, so the
         batch waits for the next sweep's check."""
         probe = await self.scripts.restore_probe(event_id)
-        if probe.run_id != self.run_id:
-            self.verified.discard(event_id)
+        if probe.run_id != self.verified.get(event_id):
+            self.verified.pop(event_id, None)
             return None
         joined = [e for e in entries if e.topic == messages.QUEUE_JOINED]
         ready = [e for e in entries if e.topic == messages.QUEUE_READY]
@@ -123,39 +125,48 @@ class RecoveryGuard:
         """Probe the owned events; start checking (or rebuilding) those not verified by this
         Redis server. Redis errors propagate to the sweep, which retries them."""
         self.checks += 1
-        self.verified &= set(owned)
-        info = await self.scripts.redis.info("server")
-        run_id = str(info.get("run_id", ""))
-        if run_id != self.run_id:
-            if self.run_id:
-                log.warning("Redis is a new server (run id %s, was %s)", run_id, self.run_id)
-            self.run_id = run_id
-            self.verified.clear()
-            self.scanned = False
-            # The watermarks in memory are the ones this replica relayed or read at start;
-            # the event's owner may have relayed newer ones since (replicas take turns), and
-            # a stale one hides what the new server lost. Read them again before any check.
-            self.loaded = not self.kafka
-        if self.kafka and not self.scanned and "" not in self._tasks:
-            self._spawn("", self._scan())  # again each sweep until Kafka answers
+        for gone in set(self.verified) - set(owned):
+            del self.verified[gone]
+        probes = {}
         for event_id in owned:
-            if event_id in self.verified or event_id in self._tasks:
+            if event_id in self._tasks:
                 continue
             probe = await self.scripts.restore_probe(event_id)
+            was = self.verified.get(event_id)
+            if was == probe.run_id:
+                continue
+            if was is not None:
+                log.warning(
+                    "Redis of event %s is a new server (run id %s, was %s)",
+                    event_id,
+                    probe.run_id,
+                    was,
+                )
+                del self.verified[event_id]
+                # The watermarks in memory are the ones this replica relayed or read at start;
+                # the event's owner may have relayed newer ones since (replicas take turns),
+                # and a stale one hides what the new server lost: read them again first, and
+                # look again for events the new server lost entirely.
+                self.loaded = not self.kafka
+                self.scanned = False
+            probes[event_id] = probe
+        if self.kafka and not self.scanned and "" not in self._tasks:
+            self._spawn("", self._scan())  # again each sweep until Kafka answers
+        for event_id, probe in probes.items():
             if probe.verified:
-                self._verified(event_id)
+                self._verified(event_id, probe.run_id)
             elif event_id in self.behind and not self.settings.recovery_auto:
                 continue  # reported; waits for `waitroom recover`
             elif not self.kafka:
                 # No Kafka, no truth to compare with: nothing can be rebuilt, so go on.
                 await self.scripts.restore_done(event_id, 0, "")
-                self._verified(event_id)
+                self._verified(event_id, probe.run_id)
             else:
                 self._spawn(event_id, self._verify(event_id))
 
-    def _verified(self, event_id: str) -> None:
+    def _verified(self, event_id: str, run_id: str) -> None:
         fresh = event_id not in self.verified
-        self.verified.add(event_id)
+        self.verified[event_id] = run_id
         self.behind.discard(event_id)
         metrics.EVENT_RECOVERING.labels(event_id).set(0)
         if fresh:
@@ -210,7 +221,7 @@ class RecoveryGuard:
                 )
             if mark is not None:
                 self.marks[event_id] = mark
-            self._verified(event_id)
+            self._verified(event_id, probe.run_id)
         except Exception as exc:
             self._failed(exc, event_id)
 

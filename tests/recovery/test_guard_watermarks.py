@@ -78,7 +78,7 @@ def test_a_restarted_redis_is_checked_against_the_newest_watermark(
         # Server 2 went down losing its last second (no admission survived); Redis is another
         # server now, and the event was last checked on server 2.
         await s.redis.hset(keys.config(event_id), "generation", "server-2")
-        guard.run_id = "server-2"
+        guard.verified[event_id] = "server-2"  # as if this replica verified it there
         try:
             await guard.check([event_id])
             await _settle(guard)
