@@ -58,16 +58,12 @@ def test_an_operator_command_works_over_tls_with_the_acl_user(secured_cluster: C
     assert "NOAUTH" in cli("-p", str(secured_cluster.ports[0]), *no_user, "ping")
 
 
-@pytest.mark.parametrize("process", ["api", "admitter"])
-def test_a_wrong_cluster_password_is_refused_at_start(
-    secured_cluster: Cluster, process: str
+@pytest.mark.parametrize(("process", "password"), [("api", "not-the-password"), ("admitter", "")])
+def test_a_wrong_or_missing_cluster_password_is_refused_at_start(
+    secured_cluster: Cluster, process: str, password: str
 ) -> None:
-    env = {
-        **os.environ,
-        **secured_cluster.env(),
-        "WAITROOM_JWT_SECRET": SECRET,
-        "WAITROOM_REDIS_PASSWORD": "not-the-password",
-    }
+    env = {**os.environ, **secured_cluster.env(), "WAITROOM_JWT_SECRET": SECRET}
+    env["WAITROOM_REDIS_PASSWORD"] = password
     line = refused_at_start(env, process)
     assert "WAITROOM_REDIS_PASSWORD" in line and "Redis Cluster" in line, line
     assert "not-the-password" not in line
