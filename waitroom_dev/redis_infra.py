@@ -193,11 +193,13 @@ class Cluster:
         return f"{self.access.scheme}://127.0.0.1:{self.ports[0]}/0"
 
     def env(self) -> dict[str, str]:
-        """The ``WAITROOM_REDIS_*`` settings of a process using this cluster."""
+        """The ``WAITROOM_REDIS_*`` settings of a process using this cluster: every node as a
+        seed, so a client built after a node died still finds the cluster."""
         return {
             **self.access.env(),
             "WAITROOM_REDIS_URL": self.url,
             "WAITROOM_REDIS_MODE": "cluster",
+            "WAITROOM_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in self.ports[1:]),
         }
 
     def start(self, masters: int = 3) -> Cluster:
