@@ -11,7 +11,9 @@ from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, ConnectionPool, Redis
 from redis.asyncio.connection import SSLConnection
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
 
 from shared.redis_config import Mode, redis_options
 from shared.redis_modes import WaitroomRedis, make_cluster
@@ -23,7 +25,9 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     (as the single-server client does) instead of failing."""
 
 
-def redis_client(settings: CommonSettings, *, max_connections: int | None = None) -> Redis:
+def redis_client(
+    settings: CommonSettings, *, max_connections: int | None = None, once: bool = False
+) -> Redis:
     """An asyncio Redis client; connection errors surface to the caller's retry loop.
 
     With ``max_connections``, callers beyond that many concurrent commands wait (up to 10 s)
@@ -34,8 +38,17 @@ def redis_client(settings: CommonSettings, *, max_connections: int | None = None
     client is a ``RedisCluster``: it has the same commands for what the waitroom sends (every
     command and script touches one slot), and what differs (pipelined scripts, ``WAIT``) goes
     through ``shared.redis_modes.pinned``.
+
+    With ``once``, every command is tried once: for the start-up check. redis-py retries
+    connection errors, and an authentication error is one: against a server that wants a
+    password and got none, NOAUTH, the health check's PING and the retries kept the first
+    command going past the check's 10 s (measured: a Sentinel with ``requirepass``), so the
+    check called Redis down instead of naming the missing password.
     """
     options = redis_options(settings)
+    if once:
+        for connection in (options.connection, options.sentinel_connection):
+            connection["retry"] = Retry(NoBackoff(), 0)
     if options.mode is Mode.CLUSTER:
         cluster = make_cluster(options.seeds, options.connection, max_connections)
         cluster.durability = options.durability

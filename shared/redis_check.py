@@ -15,6 +15,8 @@ import logging
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -28,6 +30,8 @@ from shared.redis_config import Mode, RedisOptions, redis_options
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
+
+_ONCE = Retry(NoBackoff(), 0)
 
 #: How long the whole check may take before we call Redis down and start anyway.
 CHECK_SECONDS = 10.0
@@ -88,7 +92,9 @@ async def _check_sentinels(options: RedisOptions) -> None:
     means the name is wrong (Sentinels that cannot be reached mean they are down)."""
     unknown = []
     for host, port in options.seeds:
-        sentinel = Redis(host=host, port=port, **options.sentinel_connection)
+        # Tried once (see redis_client's ``once``): a missing password must be named, not
+        # retried until the check gives up.
+        sentinel = Redis(host=host, port=port, **options.sentinel_connection, retry=_ONCE)
         try:
             address = await sentinel.sentinel_get_master_addr_by_name(options.master_name)
         except ResponseError as exc:
@@ -140,7 +146,7 @@ async def check_redis(settings: CommonSettings) -> bool:
         async with asyncio.timeout(CHECK_SECONDS):
             if options.mode is Mode.SENTINEL:
                 await _check_sentinels(options)
-            client = redis_client(settings)
+            client = redis_client(settings, once=True)
             try:
                 await _check_server(client, options)
             finally:

@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 
 from shared.redis_config import Durability
@@ -93,6 +93,9 @@ class WaitroomCluster(RedisCluster):
         async with self._gate:
             return await super().execute_command(*args, **kwargs)
 
+    def pubsub(self, *args: Any, **kwargs: Any) -> ClusterPubSub:
+        return _ReadyPubSub(self, *args, **kwargs)
+
     def node_client(self, key: str) -> Redis:
         """A plain client of the master serving ``key``'s slot now (one per node, kept)."""
         node = self.get_node_from_key(key)
@@ -113,6 +116,18 @@ class WaitroomCluster(RedisCluster):
         for client in clients:
             await client.aclose()
         await super().aclose()
+
+
+class _ReadyPubSub(ClusterPubSub):
+    """redis-py's cluster pub/sub picks the node of a channel's slot from the client's slot
+    map without reading the map first: a process whose first Redis call is its subscription
+    (the API's and the admitter's wake-up listeners) failed with ``KeyError`` on the empty map
+    and logged it as a bug every second until another call had read it. Read it first."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self.connection is None and self.connection_pool is None:
+            await self.cluster.initialize()
+        return await super().execute_command(*args, **kwargs)
 
 
 def make_cluster(

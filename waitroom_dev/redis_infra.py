@@ -1,5 +1,6 @@
-"""Redis as a ticket company runs it, on free local ports: a Redis Cluster, a master with a
-replica watched by Sentinels, and a TLS server with an ACL user.
+"""Redis as a ticket company runs it, on free local ports: a Redis Cluster, a master with
+replicas watched by Sentinels, and a TLS server with an ACL user; any of them behind TLS with
+client certificates and an ACL user (``Access``).
 
 Used by the infrastructure tests (tests/infra) and the benchmarks (``python -m bench cluster``,
 ``python -m bench durability``). Each piece is the Debian ``redis-server`` binary (or what
@@ -75,6 +76,9 @@ def _base_args(port: int, workdir: Path) -> list[str]:
         "no",
         "--dir",
         str(workdir),
+        # A replica's first sync otherwise waits 5 s for more replicas to share the transfer.
+        "--repl-diskless-sync-delay",
+        "0",
     ]
 
 
@@ -88,32 +92,124 @@ def _wait(check: object, what: str, timeout: float = READY_SECONDS) -> None:
     raise ServiceError(f"timed out after {timeout:g} s waiting for {what}")
 
 
+# --- Access: TLS and an ACL user ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Access:
+    """How the servers of a deployment are reached: with ``certs``, TLS only (client
+    certificates required, replication and the cluster bus over TLS too); with ``user``, that
+    ACL user and ``password`` and the default user off; with a ``password`` alone,
+    ``requirepass``. Replicas authenticate to their master the same way."""
+
+    certs: Certificates | None = None
+    user: str = ""
+    password: str = ""
+
+    @property
+    def scheme(self) -> str:
+        return "rediss" if self.certs else "redis"
+
+    def listen(self, port: int) -> list[list[str]]:
+        """The directives (each a list of words) to serve on ``port``."""
+        if self.certs is None:
+            return [["port", str(port)]]
+        return [
+            ["port", "0"],
+            ["tls-port", str(port)],
+            ["tls-cert-file", str(self.certs.server_cert)],
+            ["tls-key-file", str(self.certs.server_key)],
+            ["tls-ca-cert-file", str(self.certs.ca)],
+            ["tls-auth-clients", "yes"],
+            ["tls-replication", "yes"],
+        ]
+
+    def users(self) -> list[list[str]]:
+        """The directives that make a server ask for the user and password."""
+        if self.user:
+            everything = ["on", f">{self.password}", "~*", "&*", "+@all"]
+            return [
+                ["user", "default", "off"],
+                ["user", self.user, *everything],
+                ["masteruser", self.user],
+                ["masterauth", self.password],
+            ]
+        if self.password:
+            return [["requirepass", self.password], ["masterauth", self.password]]
+        return []
+
+    def server_args(self, port: int, workdir: Path) -> list[str]:
+        """A ``redis-server`` command line serving on ``port`` as this access says."""
+        # redis-server quotes each argument, so every word of a directive is its own argument.
+        words = [[f"--{d[0]}", *d[1:]] for d in [*self.listen(port), *self.users()]]
+        return [*_base_args(port, workdir), *(w for d in words for w in d)]
+
+    def cli_args(self) -> list[str]:
+        """The ``redis-cli`` flags to reach a server of this access."""
+        args = ["--no-auth-warning"]
+        if self.certs is not None:
+            args += ["--tls", "--cacert", str(self.certs.ca)]
+            args += ["--cert", str(self.certs.client_cert), "--key", str(self.certs.client_key)]
+        if self.user:
+            args += ["--user", self.user]
+        if self.password:
+            args += ["--pass", self.password]
+        return args
+
+    def env(self) -> dict[str, str]:
+        """The ``WAITROOM_REDIS_*`` settings of a process that reaches these servers."""
+        env = {}
+        if self.user:
+            env["WAITROOM_REDIS_USERNAME"] = self.user
+        if self.password:
+            env["WAITROOM_REDIS_PASSWORD"] = self.password
+        if self.certs is not None:
+            env["WAITROOM_REDIS_TLS_CA_FILE"] = str(self.certs.ca)
+            env["WAITROOM_REDIS_TLS_CERT_FILE"] = str(self.certs.client_cert)
+            env["WAITROOM_REDIS_TLS_KEY_FILE"] = str(self.certs.client_key)
+        return env
+
+
 # --- Redis Cluster ----------------------------------------------------------------------------
 
 
 @dataclass
 class Cluster:
-    """A Redis Cluster of masters only (no replicas), one ``redis-server`` each."""
+    """A Redis Cluster, one ``redis-server`` per node: ``replicas`` replicas per master."""
 
     workdir: Path
+    access: Access = Access()
+    replicas: int = 0
     nodes: list[Service] = field(default_factory=list)
 
     @property
     def ports(self) -> list[int]:
-        return [n.port for n in self.nodes]
+        """The ports of the nodes that run, masters and replicas."""
+        return [n.port for n in self.nodes if n.proc is not None]
 
     @property
     def url(self) -> str:
         """The URL of one node: enough for a cluster client to find the rest."""
-        return f"redis://127.0.0.1:{self.ports[0]}/0"
+        return f"{self.access.scheme}://127.0.0.1:{self.ports[0]}/0"
+
+    def env(self) -> dict[str, str]:
+        """The ``WAITROOM_REDIS_*`` settings of a process using this cluster: every node as a
+        seed, so a client built after a node died still finds the cluster."""
+        return {
+            **self.access.env(),
+            "WAITROOM_REDIS_URL": self.url,
+            "WAITROOM_REDIS_MODE": "cluster",
+            "WAITROOM_REDIS_CLUSTER_NODES": ",".join(f"127.0.0.1:{p}" for p in self.ports[1:]),
+        }
 
     def start(self, masters: int = 3) -> Cluster:
-        for _ in range(masters):
+        for _ in range(masters * (1 + self.replicas)):
+            # With TLS the bus port is the TLS port + 10000: cluster_port checks it is free.
             port = cluster_port()
             home = self.workdir / f"cluster-{port}"
             home.mkdir(parents=True, exist_ok=True)
             args = [
-                *_base_args(port, home),
+                *self.access.server_args(port, home),
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -121,19 +217,34 @@ class Cluster:
                 "--cluster-node-timeout",
                 "2000",
             ]
+            if self.access.certs is not None:
+                args += ["--tls-cluster", "yes"]
             self.nodes.append(Service(f"cluster-{port}", port, args, home / "redis.log").start())
         addresses = [f"127.0.0.1:{p}" for p in self.ports]
-        cli("--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes")
+        self.cli(
+            "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+            "--cluster-yes",
+        )  # fmt: skip
         for port in self.ports:
-            _wait(lambda p=port: "cluster_state:ok" in self.info(p), f"cluster_state:ok on {port}")
+            _wait(lambda p=port: self._ready(p), f"cluster_state:ok and replicas in sync on {port}")
         return self
 
+    def _ready(self, port: int) -> bool:
+        if "cluster_state:ok" not in self.info(port):
+            return False
+        replication = self.cli("-p", str(port), "info", "replication", timeout=5)
+        return "role:master" in replication or "master_link_status:up" in replication
+
+    def cli(self, *args: str, timeout: float = 60.0) -> str:
+        """``redis-cli`` with this cluster's TLS files and user."""
+        return cli(*self.access.cli_args(), *args, timeout=timeout)
+
     def info(self, port: int) -> str:
-        return cli("-p", str(port), "cluster", "info", timeout=5)
+        return self.cli("-p", str(port), "cluster", "info", timeout=5)
 
     def slots(self) -> list[tuple[int, int, int]]:
         """``(first, last, port)`` for every slot range, as the cluster reports it now."""
-        return _cluster_slots(self.ports[0])
+        return _slot_ranges(self.cli("-p", str(self.ports[0]), "cluster", "nodes", timeout=5))
 
     def slot_owner(self, slot: int) -> int:
         """The port of the master serving ``slot``."""
@@ -143,12 +254,12 @@ class Cluster:
         raise ServiceError(f"no node serves slot {slot}")
 
     def node_id(self, port: int) -> str:
-        return cli("-p", str(port), "cluster", "myid", timeout=5).strip()
+        return self.cli("-p", str(port), "cluster", "myid", timeout=5).strip()
 
     def reshard(self, source: int, target: int, slots: int) -> str:
         """Move ``slots`` slots (with their keys) from the master on port ``source`` to the one
         on ``target``, as an operator would: ``redis-cli --cluster reshard``."""
-        return cli(
+        return self.cli(
             "--cluster",
             "reshard",
             f"127.0.0.1:{self.ports[0]}",
@@ -164,25 +275,48 @@ class Cluster:
             timeout=120,
         )
 
+    def kill(self, port: int) -> None:
+        """kill -9 the node on ``port``, as a crashed machine would."""
+        next(n for n in self.nodes if n.port == port).kill()
+
+    def wait_for_failover(self, slot: int, old_port: int, timeout: float = READY_SECONDS) -> int:
+        """Wait until a replica serves ``slot`` instead of the master on ``old_port`` and the
+        cluster is whole again; returns the new master's port."""
+
+        def promoted() -> bool:
+            moved = self.slot_owner(slot) != old_port
+            return moved and all("cluster_state:ok" in self.info(p) for p in self.ports)
+
+        _wait(promoted, f"a replica to take over slot {slot} from {old_port}", timeout)
+        return self.slot_owner(slot)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
 
 
-def _cluster_slots(port: int) -> list[tuple[int, int, int]]:
-    out = cli("-p", str(port), "cluster", "slots", timeout=5).split()
-    # redis-cli prints CLUSTER SLOTS flattened: first, last, host, port, id per range.
+def _slot_ranges(nodes: str) -> list[tuple[int, int, int]]:
+    """``(first, last, port)`` per slot range of the masters in ``CLUSTER NODES`` output
+    (``id host:port@bus flags master ping pong epoch link slot...``); failed nodes and slots
+    being migrated (``[slot->-id]``) left out."""
     ranges = []
-    i = 0
-    while i + 3 < len(out):
-        ranges.append((int(out[i]), int(out[i + 1]), int(out[i + 3])))
-        i += 5
-    return ranges
+    for line in nodes.splitlines():
+        fields = line.split()
+        if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+            continue
+        port = int(fields[1].split("@")[0].rpartition(":")[2])
+        for item in fields[8:]:
+            if not item.startswith("["):
+                first, _, last = item.partition("-")
+                ranges.append((int(first), int(last or first), port))
+    return sorted(ranges)
 
 
 @contextlib.contextmanager
-def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[Cluster]:
-    cluster = Cluster(workdir)
+def redis_cluster(
+    workdir: Path, masters: int = 3, *, access: Access | None = None, replicas: int = 0
+) -> Iterator[Cluster]:
+    cluster = Cluster(workdir, access or Access(), replicas)
     try:
         yield cluster.start(masters)
     finally:
@@ -195,11 +329,12 @@ def redis_cluster(workdir: Path, masters: int = 3) -> Iterator[Cluster]:
 @dataclass
 class SentinelGroup:
     """One master, ``replicas`` replicas and three Sentinels watching them as
-    ``master_name``."""
+    ``master_name``; the Sentinels share the servers' TLS and ask for ``sentinel_password``."""
 
     workdir: Path
     master_name: str = "waitroom"
-    password: str = ""
+    access: Access = Access()
+    sentinel_password: str = ""
     replicas: int = 1
     #: How many Sentinels watch (0: a master and its replicas only, for benchmarks).
     watchers: int = 3
@@ -210,10 +345,18 @@ class SentinelGroup:
     def sentinel_addresses(self) -> str:
         return ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
 
-    def _auth(self) -> list[str]:
-        return (
-            ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
-        )
+    def env(self) -> dict[str, str]:
+        """The ``WAITROOM_REDIS_*`` settings of a process that finds the master here."""
+        env = {
+            **self.access.env(),
+            "WAITROOM_REDIS_MODE": "sentinel",
+            "WAITROOM_REDIS_URL": f"{self.access.scheme}://sentinel-managed/0",
+            "WAITROOM_REDIS_SENTINELS": self.sentinel_addresses,
+            "WAITROOM_REDIS_MASTER_NAME": self.master_name,
+        }
+        if self.sentinel_password:
+            env["WAITROOM_REDIS_SENTINEL_PASSWORD"] = self.sentinel_password
+        return env
 
     def start(self) -> SentinelGroup:
         master_port = free_port()
@@ -222,7 +365,7 @@ class SentinelGroup:
             home = self.workdir / f"node-{port}"
             home.mkdir(parents=True, exist_ok=True)
             follow = ["--replicaof", "127.0.0.1", str(master_port)] if port != master_port else []
-            args = [*_base_args(port, home), *self._auth(), *follow]
+            args = [*self.access.server_args(port, home), *follow]
             self.servers.append(Service(f"redis-{port}", port, args, home / "redis.log").start())
         for port in ports[1:]:
             _wait(
@@ -234,43 +377,57 @@ class SentinelGroup:
             home = self.workdir / f"sentinel-{port}"
             home.mkdir(parents=True, exist_ok=True)
             conf = home / "sentinel.conf"
-            lines = [
-                f"port {port}",
-                "bind 127.0.0.1",
-                f"dir {home}",
-                f"sentinel monitor {self.master_name} 127.0.0.1 {master_port} 2",
-                f"sentinel down-after-milliseconds {self.master_name} 1000",
-                f"sentinel failover-timeout {self.master_name} 3000",
-            ]
-            if self.password:
-                lines.append(f"sentinel auth-pass {self.master_name} {self.password}")
-            conf.write_text("\n".join(lines) + "\n")
+            conf.write_text("\n".join(" ".join(d) for d in self._conf(port, master_port)) + "\n")
             args = [redis_server_binary(), str(conf), "--sentinel"]
             sentinel = Service(f"sentinel-{port}", port, args, home / "sentinel.log")
             self.sentinels.append(sentinel.start())
         _wait(lambda: self._sentinels_see_all(master_port), "the Sentinels to see every replica")
         return self
 
+    def _conf(self, port: int, master_port: int) -> list[list[str]]:
+        name = self.master_name
+        lines = [
+            *self.access.listen(port),  # TLS to clients, and to the servers and other Sentinels
+            ["bind", "127.0.0.1"],
+            ["dir", str(self.workdir / f"sentinel-{port}")],
+            ["sentinel", "monitor", name, "127.0.0.1", str(master_port), "2"],
+            ["sentinel", "down-after-milliseconds", name, "1000"],
+            ["sentinel", "failover-timeout", name, "3000"],
+        ]
+        if self.access.user:
+            lines.append(["sentinel", "auth-user", name, self.access.user])
+        if self.access.password:
+            lines.append(["sentinel", "auth-pass", name, self.access.password])
+        if self.sentinel_password:
+            # Sentinels also log in to one another with it (no sentinel-pass set).
+            lines.append(["requirepass", self.sentinel_password])
+        return lines
+
     def cli(self, port: int, *args: str) -> str:
-        auth = ["--no-auth-warning", "-a", self.password] if self.password else []
-        return cli("-p", str(port), *auth, *args, timeout=5)
+        """``redis-cli`` to the server on ``port``."""
+        return cli("-p", str(port), *self.access.cli_args(), *args, timeout=5)
+
+    def sentinel_cli(self, port: int, *args: str) -> str:
+        """``redis-cli`` to the Sentinel on ``port``."""
+        tls = Access(self.access.certs, password=self.sentinel_password).cli_args()
+        return cli("-p", str(port), *tls, *args, timeout=5)
 
     def _sentinels_see_all(self, master_port: int) -> bool:
         for sentinel in self.sentinels:
             if self.master_port_seen(sentinel.port) != str(master_port):
                 return False
-            fields = cli("-p", str(sentinel.port), "sentinel", "master", self.master_name).split()
-            seen = dict(zip(fields[::2], fields[1::2], strict=False))
+            fields = self.sentinel_cli(sentinel.port, "sentinel", "master", self.master_name)
+            seen = dict(zip(fields.split()[::2], fields.split()[1::2], strict=False))
             if int(seen.get("num-slaves", "0")) < self.replicas:
+                return False
+            if int(seen.get("num-other-sentinels", "0")) < len(self.sentinels) - 1:
                 return False
         return True
 
     def master_port_seen(self, sentinel_port: int | None = None) -> str:
         """The master's port as a Sentinel reports it."""
         port = sentinel_port or self.sentinels[0].port
-        out = cli(
-            "-p", str(port), "sentinel", "get-master-addr-by-name", self.master_name, timeout=5
-        )
+        out = self.sentinel_cli(port, "sentinel", "get-master-addr-by-name", self.master_name)
         return out.split()[1] if len(out.split()) == 2 else ""
 
     def master(self) -> Service:
@@ -297,9 +454,15 @@ class SentinelGroup:
 
 @contextlib.contextmanager
 def sentinel_group(
-    workdir: Path, *, password: str = "", replicas: int = 1
+    workdir: Path,
+    *,
+    access: Access | None = None,
+    sentinel_password: str = "",
+    replicas: int = 1,
 ) -> Iterator[SentinelGroup]:
-    group = SentinelGroup(workdir, password=password, replicas=replicas)
+    group = SentinelGroup(
+        workdir, access=access or Access(), sentinel_password=sentinel_password, replicas=replicas
+    )
     try:
         yield group.start()
     finally:

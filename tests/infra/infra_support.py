@@ -33,7 +33,7 @@ from shared.messages import CHECKOUT_COMPLETED, QUEUE_READY, checkout_message
 from shared.proto import waitroom_pb2 as pb
 from shared.proto.waitroom_pb2_grpc import WaitroomServiceStub
 from shared.scripts import Scripts
-from shared.sessions import SessionRecord
+from shared.sessions import SessionRecord, Status
 from shared.settings import CommonSettings, load
 from shared.timefmt import now_ms
 from waitroom_dev.services import free_port, wait_for_port
@@ -340,3 +340,81 @@ def threads(targets: list[Callable[[], None]]) -> Iterator[threading.Thread]:
         thread = threading.Thread(target=target, daemon=True)
         thread.start()
         yield thread
+
+
+# --- a sale through a failover, and refusals at start (tests of secured deployments) ----------
+
+
+def sale_through_a_failover(
+    sale: Sale, failover: Callable[[], object], *, before: int = 15, after: int = 15
+) -> dict[str, SessionRecord | None]:
+    """Users join the sale's events in turn; once ``before`` joins are in and someone was
+    admitted, ``failover()`` kills a master and waits for its replacement; then ``after`` more
+    joins, and every surviving session through checkout. Returns each acknowledged join's
+    record now (None: the failover took the join back, which asynchronous replication allows).
+    """
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def joiner() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                sale.join(sale.events[i % len(sale.events)], f"user-{i}")
+                i += 1
+                stop.wait(0.02)  # a steady crowd, not a flood the checkout must then drain
+        except BaseException as exc:
+            errors.append(exc)
+
+    (thread,) = threads([joiner])
+    try:
+        sale.wait_until(lambda: len(sale.joined) >= before and sale.ready != {}, "a sale going")
+        failover()
+        joined, ready = len(sale.joined), len(sale.ready)
+        sale.wait_until(lambda: len(sale.joined) >= joined + after, "joins after the failover")
+        stop.set()
+        thread.join(DEADLINE)
+        sale.wait_until(lambda: len(sale.ready) > ready, "admissions after the failover")
+        sessions = {j.session_id: j.event for j in sale.joined}
+
+        unsettled: dict[str, str] = {}
+
+        def settled() -> bool:
+            unsettled.clear()
+            for sid, r in read_records(sale.env, sessions).items():
+                if r is not None and r.status is not Status.COMPLETED:
+                    unsettled[sid] = f"{r.status.name} ready={sid in sale.ready}"
+            return not unsettled
+
+        try:
+            sale.wait_until(settled, "every surviving session through checkout")
+        except AssertionError as exc:
+            raise AssertionError(f"unsettled: {unsettled}\n{exc}") from None
+        found = read_records(sale.env, sessions)
+    finally:
+        stop.set()
+    assert not errors, errors
+    return found
+
+
+def waitroom_command(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``waitroom ARGS`` (this tree's code) with ``env``."""
+    code = "from waitroom_cli.main import cli; cli()"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def refused_at_start(env: dict[str, str], process: str) -> str:
+    """Start ``process``; it must exit 2 at once with one line on stderr. Returns the line."""
+    result = waitroom_command(env, process)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
