@@ -12,9 +12,11 @@ waiting with the same record (only admission, which moves the head past it, and 
 expiring on rejoin, which make it a hole, change a waiting record), so its position is computed
 here, exactly as ``status`` would: ``ticket - head + 1 - holes <= ticket``. Only the other
 sessions (admitted, left, in checkout, unknown) are re-read with ``status``, at most 500 per
-call. Each stream then gets the session's new state if its status or position changed, and
-the next pass waits until the streams have taken those updates (``Backlog``, at most
-``SETTLE_TIMEOUT``), so states are never made faster than the process can send them.
+call. A stream is offered every read; only a change of status or position wakes it to send,
+and it renders its newest state when its turn comes, so a client that is slow (or a pass that
+comes before the previous one's sends drained) never builds a backlog. Passes start no sooner
+than ``stream_min_interval_seconds`` apart, nor than four times the previous pass's duration
+(``PASS_SHARE``), so reading never takes the time sending needs.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from redis.asyncio import Redis
 
 from shared import metrics
 from shared.backoff import Outage, bug, is_transient
-from shared.errors import WaitroomError
+from shared.errors import Code, WaitroomError
 from shared.ids import ticket_of_session
 from shared.proto import waitroom_pb2 as pb
 from shared.pubsub import NotifyListener
@@ -48,12 +50,9 @@ CHUNK = 500
 #: How long ``Fanout.close`` waits for its tasks to end.
 CLOSE_TIMEOUT = 2.0
 
-#: Longest a pass waits for the previous pass's updates to be taken by their streams.
-SETTLE_TIMEOUT = 1.0
-
-#: Share of a watcher's streams that may still hold an unsent update when the next pass starts
-#: (stalled clients never take theirs, and must not hold everyone else back).
-UNSENT_ALLOWED = 0.01
+#: Most of the process's time one watcher's passes may take: the next pass starts no sooner
+#: than the previous one's duration divided by this, so the streams keep the rest to send.
+PASS_SHARE = 0.25
 
 
 def honour_cancellation() -> None:
@@ -77,44 +76,32 @@ def _ticket(session_id: str) -> int:
 
 
 class Backlog:
-    """How many of one watcher's streams hold an update their client has not taken yet.
-
-    A watcher starts its next pass only once the previous pass's updates were taken: reading
-    and offering states faster than the process can send them would only overwrite unsent
-    ones, while taking the CPU the sending needs (measured: 10,000 streams, passes every 0.1 s,
-    the watcher took 64% of the process and updates reached clients seconds late).
-    """
+    """How many of one watcher's streams hold a change their client has not taken yet (seen in
+    the watcher's ``repr``: how far sending lags the passes)."""
 
     def __init__(self) -> None:
         self.unsent = 0
-        self._allowed = 0
-        self._settled = asyncio.Event()
 
     def added(self) -> None:
         self.unsent += 1
 
     def taken(self) -> None:
         self.unsent -= 1
-        if self.unsent <= self._allowed:
-            self._settled.set()
-
-    async def settle(self, allowed: int, timeout: float) -> None:
-        """Wait until at most ``allowed`` updates are unsent, or ``timeout`` seconds."""
-        if self.unsent <= allowed:
-            return
-        self._allowed = allowed
-        self._settled.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), timeout)
 
     def __repr__(self) -> str:
         return f"Backlog(unsent={self.unsent})"
 
 
 class Stream:
-    """One open StreamQueuePosition call: the newest state it has not sent yet.
+    """One open StreamQueuePosition call: the newest read of its session, and whether the
+    client has yet to get a change.
 
-    Only the newest state is kept, so a slow client costs one pending message, not a backlog.
+    A read is kept as its parts (record, rank, queue length, time) and turned into a state and
+    a message only when the stream sends: a pass offers every stream a new read, and a stream
+    whose status and position did not change, or which has not sent the previous one yet, costs
+    that pass a comparison and a few stores. Only the newest read is kept, so a slow client
+    costs one pending message, not a backlog, and it sends the freshest state when its turn
+    comes.
     """
 
     def __init__(self, event_id: str, session_id: str, renderer: Renderer) -> None:
@@ -125,10 +112,12 @@ class Stream:
         self.sent = 0
         self.record: SessionRecord | None = None  # as of the newest read offered
         self.waiting = False  # whether that read found it QUEUED
-        self.state: SessionState | None = None  # the newest state offered
+        self._rank = -1  # 0-based place of the newest read (-1: not waiting)
+        self._queue_length = 0
+        self._now_ms = 0
         self._read_at = -1  # when the newest read offered was started, to drop older reads
-        self._key: tuple[object, int] | None = None
-        self._pending: SessionState | None = None
+        self._key: tuple[Status, int] | None = None  # status and position last offered
+        self._unsent = False  # the client has yet to get the newest change
         self._error: WaitroomError | None = None
         self._ready = asyncio.Event()
         # Labelled at the first update, not here: an update means the session's record was
@@ -137,42 +126,64 @@ class Stream:
         self._counted: Counter | None = None
         self.backlog: Backlog | None = None  # its watcher's, while it is watched
 
+    @property
+    def state(self) -> SessionState | None:
+        """The session's state as of the newest read offered (None before the first)."""
+        if self.record is None:
+            return None
+        return record_state(
+            self.event_id,
+            self.session_id,
+            self.record,
+            self._rank,
+            self._queue_length,
+            self._now_ms,
+        )
+
     def offer(self, view: SessionView, queue_length: int, now_ms: int, read_at: int) -> None:
         """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
         sending if status or position changed."""
-        self._offer(view.record, view.rank, queue_length, now_ms, read_at)
+        if read_at < self._read_at:
+            return  # a slower, older read finishing after a newer one
+        self._read_at = read_at
+        record = view.record
+        if record is None:
+            self._error = WaitroomError(Code.SESSION_NOT_FOUND, "session not found")
+            self._ready.set()
+            return
+        self.record = record
+        self.waiting = record.status is Status.QUEUED
+        self._rank, self._queue_length, self._now_ms = view.rank, queue_length, now_ms
+        state = self.state
+        assert state is not None
+        self._changed((state.status, state.position))
 
     def offer_place(self, place: int, queue: QueueView, read_at: int) -> None:
         """Offer the session as still waiting, at ``place`` in ``queue`` (read at ``read_at``),
         with the record of its last read (a waiting session's record does not change)."""
-        if self.record is not None:
-            self._offer(self.record, place - 1, queue.queue_length, queue.now_ms, read_at)
-
-    def _offer(
-        self, record: SessionRecord | None, rank: int, queue_length: int, now_ms: int, read_at: int
-    ) -> None:
-        if read_at < self._read_at:
-            return  # a slower, older read finishing after a newer one
-        self._read_at = read_at
-        self.record = record
-        self.waiting = record is not None and record.status is Status.QUEUED
-        try:
-            state = record_state(self.event_id, self.session_id, record, rank, queue_length, now_ms)
-        except WaitroomError as exc:
-            self._error = exc
-            self._ready.set()
+        record = self.record
+        if record is None or read_at < self._read_at:
             return
-        self.state = state
-        if state.key != self._key:
-            self._key = state.key
-            if self._pending is None and self.backlog is not None:
+        self._read_at = read_at
+        self._rank, self._queue_length, self._now_ms = place - 1, queue.queue_length, queue.now_ms
+        if queue.now_ms >= record.expires_ms:  # as record_state decides, without building it
+            self._changed((Status.EXPIRED, 0))
+        else:
+            self._changed((Status.QUEUED, place))
+
+    def _changed(self, key: tuple[Status, int]) -> None:
+        if key == self._key:
+            return
+        self._key = key
+        if not self._unsent:  # else its task is already awake and will send the newest
+            self._unsent = True
+            if self.backlog is not None:
                 self.backlog.added()
-            self._pending = state
             self._ready.set()
 
     def detach(self) -> None:
         """No longer watched: its unsent update no longer counts in the watcher's backlog."""
-        if self._pending is not None and self.backlog is not None:
+        if self._unsent and self.backlog is not None:
             self.backlog.taken()
         self.backlog = None
 
@@ -184,9 +195,10 @@ class Stream:
             self._ready.clear()
             if self._error is not None:
                 raise self._error
-            state, self._pending = self._pending, None
-            if state is None:
+            state = self.state
+            if not self._unsent or state is None:
                 continue
+            self._unsent = False
             if self.backlog is not None:
                 self.backlog.taken()
             self.sent += 1
@@ -231,6 +243,7 @@ class EventWatcher:
         self.placed = 0  # sessions placed from the queue's shape, without reading them
         self.reread = 0  # sessions read with status
         self.failures = 0
+        self.pass_seconds = 0.0  # time spent in passes, Redis reads included
         self.backlog = Backlog()
         self._wake = asyncio.Event()
         self._stopped = False
@@ -295,14 +308,17 @@ class EventWatcher:
         poll = self.settings.stream_poll_seconds
         gap = self.settings.stream_min_interval_seconds
         last = time.monotonic()
+        spacing = gap
         while not self._stopped:
             honour_cancellation()
             timeout = poll - (time.monotonic() - last)
             if timeout > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
-            # Coalesce a burst of announcements (an admission wave) into one re-read.
-            pause = gap - (time.monotonic() - last)
+            # Coalesce a burst of announcements (an admission wave) into one re-read, and leave
+            # the streams the time to send (see PASS_SHARE). The previous pass's sends need not
+            # have drained: a stream yet to send just sends the newer state when its turn comes.
+            pause = spacing - (time.monotonic() - last)
             if pause > 0:
                 await asyncio.sleep(pause)
             self._wake.clear()
@@ -318,17 +334,18 @@ class EventWatcher:
                     bug(log, "stream watcher", exc, self.event_id)
                     await asyncio.sleep(poll)
                 continue
+            took = time.monotonic() - last
+            self.pass_seconds += took
+            spacing = max(gap, took / PASS_SHARE)
             self.outage.recovered()
-            # Let the streams send this pass before the next one (see Backlog).
-            allowed = int(len(self.streams) * UNSENT_ALLOWED)
-            await self.backlog.settle(allowed, min(poll, SETTLE_TIMEOUT))
 
     def __repr__(self) -> str:
         streams = sum(len(s) for s in self.streams.values())
         return (
             f"EventWatcher({self.event_id!r}, streams={streams}, reads={self.reads}, "
             f"calls={self.calls}, placed={self.placed}, reread={self.reread}, "
-            f"unsent={self.backlog.unsent}, failures={self.failures})"
+            f"pass_seconds={self.pass_seconds:.3f}, unsent={self.backlog.unsent}, "
+            f"failures={self.failures})"
         )
 
 

@@ -5,6 +5,7 @@ offered must be exactly what ``status`` reports, while only sessions that moved 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -151,7 +152,8 @@ def test_waiting_sessions_past_their_lifetime_are_expired_without_a_read(redis_u
 
 
 def test_the_backlog_counts_updates_not_yet_taken_by_their_streams(redis_url: str) -> None:
-    """What lets a watcher wait for its streams to send a pass before reading again."""
+    """How far sending lags the passes: one per stream with a change not yet sent, however many
+    passes offered it one."""
     make_event(redis_url, EVENT)
 
     async def scenario(scripts: Scripts) -> None:
@@ -167,9 +169,37 @@ def test_the_backlog_counts_updates_not_yet_taken_by_their_streams(redis_url: st
         assert watcher.backlog.unsent == 2
         watcher.remove(streams[1])  # its client went away with an update unsent
         assert watcher.backlog.unsent == 1
-        await watcher.backlog.settle(1, timeout=5)  # returns at once: at most 1 unsent
         await scripts.leave(EVENT, sessions[0])
         await watcher.refresh()  # the first stream now has CANCELLED to send, the third moved
         assert watcher.backlog.unsent == 2
+
+    run_scripts(redis_url, scenario)
+
+
+def test_a_stream_behind_on_sending_sends_only_its_newest_state(redis_url: str) -> None:
+    """Passes need not wait for sends to drain: a stream yet to send is not woken again, and
+    when its turn comes it sends the newest state once, never the ones in between."""
+    make_event(redis_url, EVENT, rate=1000, max_concurrent=1000)
+
+    async def scenario(scripts: Scripts) -> None:
+        watcher = _watcher(scripts)
+        sessions = [(await scripts.join(EVENT, f"user{i}")).session_id for i in range(4)]
+        streams = await _open(watcher, sessions)
+        last = streams[-1]
+        await watcher.refresh()
+        assert watcher.backlog.unsent == 4
+        for _ in range(2):  # two admissions, two passes, nobody sent anything meanwhile
+            await scripts.admit(EVENT, 1)
+            await watcher.refresh()
+        assert watcher.backlog.unsent == 4
+        updates = last.updates()
+        first = await anext(updates)
+        assert (first.status, first.position) == (Status.QUEUED, 2)
+        assert watcher.backlog.unsent == 3
+        await watcher.refresh()  # nothing changed: nothing more to send
+        with contextlib.suppress(TimeoutError):
+            extra = await asyncio.wait_for(anext(updates), 0.2)
+            raise AssertionError(f"an unchanged pass sent {extra}")
+        assert (last.sent, watcher.backlog.unsent) == (1, 3)
 
     run_scripts(redis_url, scenario)
