@@ -20,7 +20,8 @@ from typing import Any
 from bench.report import Row, details, table, to_json
 from bench.runner import Benchmark, Options
 
-#: name -> module with ``run(Options) -> list[Row]``, in the order ``all`` runs them.
+#: name -> module with ``run(Options) -> list[Row]`` (or ``module:function``), in the order
+#: ``all`` runs them.
 BENCHMARKS = {
     "memory": "bench.memory",
     "status": "bench.status",
@@ -29,6 +30,9 @@ BENCHMARKS = {
     "refill": "bench.refill",
     "fanout": "bench.fanout",
     "consumer": "bench.consumer",
+    "events": "bench.scale:run_events",
+    "streams": "bench.scale:run_streams",
+    "joins": "bench.scale:run_joins",
 }
 
 
@@ -50,7 +54,8 @@ def machine() -> dict[str, Any]:
 
 
 def load_benchmark(name: str) -> Benchmark:
-    run: Benchmark = importlib.import_module(BENCHMARKS[name]).run
+    module, _, function = BENCHMARKS[name].partition(":")
+    run: Benchmark = getattr(importlib.import_module(module), function or "run")
     return run
 
 
