@@ -152,8 +152,8 @@ def test_waiting_sessions_past_their_lifetime_are_expired_without_a_read(redis_u
 
 
 def test_the_backlog_counts_updates_not_yet_taken_by_their_streams(redis_url: str) -> None:
-    """How far sending lags the passes: one per stream with a change not yet sent, however many
-    passes offered it one."""
+    """What lets a watcher wait for its streams to send (part of) a pass before reading again:
+    one per stream with a change not yet sent, however many passes offered it one."""
     make_event(redis_url, EVENT)
 
     async def scenario(scripts: Scripts) -> None:
@@ -169,6 +169,7 @@ def test_the_backlog_counts_updates_not_yet_taken_by_their_streams(redis_url: st
         assert watcher.backlog.unsent == 2
         watcher.remove(streams[1])  # its client went away with an update unsent
         assert watcher.backlog.unsent == 1
+        await watcher.backlog.settle(1, timeout=5)  # returns at once: at most 1 unsent
         await scripts.leave(EVENT, sessions[0])
         await watcher.refresh()  # the first stream now has CANCELLED to send, the third moved
         assert watcher.backlog.unsent == 2
