@@ -117,7 +117,7 @@ def _events_point(opts: Options, events: int, queued: int, samples: int) -> dict
 
 
 def run_events(opts: Options) -> list[Row]:
-    counts = [max(1, round(n * opts.scale)) if n > 1 else 1 for n in EVENT_COUNTS]
+    counts = sorted({max(1, round(n * opts.scale)) if n > 1 else 1 for n in EVENT_COUNTS})
     queued = opts.size(20_000, 2_000, minimum=SLOTS * 2)
     samples = opts.size(200, 30, minimum=5)
     points = {}
@@ -228,7 +228,7 @@ def _streams_point(opts: Options, streams: int, seconds: float) -> dict[str, flo
 
 
 def run_streams(opts: Options) -> list[Row]:
-    counts = [opts.size(n, n // 10, minimum=10) for n in STREAM_COUNTS]
+    counts = sorted({opts.size(n, n // 10, minimum=10) for n in STREAM_COUNTS})
     seconds = opts.seconds(15.0, 5.0)
     rows = []
     for n in counts:
