@@ -88,7 +88,9 @@ def _events_point(opts: Options, events: int, queued: int, samples: int) -> dict
         consumer = st.consumer(WAITROOM_KAFKA_FETCH_MAX_WAIT_MS=str(10))
         refiller = Refiller(st)
         try:
-            wait_until(lambda: _owned(client) >= events, 120, f"the admitter owning {events}")
+            # Generous: taking thousands of locks is slow while every owned event's admit loop
+            # already runs (1,000 events: 10 s here).
+            wait_until(lambda: _owned(client) >= events, 900, f"the admitter owning {events}", 1)
             time.sleep(3)  # a few sweeps after the last lock was taken
             opts.say(f"scale events: {events:,}: measuring the admitter while all are idle")
             idle = CpuWindow({"admitter": admitter.pid, "redis": st.redis_pid}).start()
