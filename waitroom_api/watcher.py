@@ -219,8 +219,10 @@ class Stream:
             self._ready.clear()
             if self._error is not None:
                 raise self._error
+            if not self._unsent:
+                continue
             state = self.state
-            if not self._unsent or state is None:
+            if state is None:
                 continue
             self._unsent = False
             if self.backlog is not None:
