@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,18 @@ def _rows(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def _curve(ax: Any, xs: list[int], ys: list[float], title: str, ylabel: str, fmt: str) -> None:
-    ax.plot(xs, ys, marker="o")
-    for x, y in zip(xs, ys, strict=True):
-        ax.annotate(fmt.format(y), (x, y), textcoords="offset points", xytext=(0, 6), ha="center")
+    """A curve with each point labelled; a point not measured (inf, NaN) is marked as such."""
+    shown = [y if math.isfinite(y) else math.nan for y in ys]
+    ax.plot(xs, shown, marker="o")
+    top = max((y for y in shown if not math.isnan(y)), default=1.0) or 1.0
+    for x, y in zip(xs, shown, strict=True):
+        label, at = (fmt.format(y), y) if not math.isnan(y) else ("not measured", top)
+        ax.annotate(label, (x, at), textcoords="offset points", xytext=(0, 6), ha="center")
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{x:,}" for x in xs])
     ax.set_title(title)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(bottom=0, top=max(ys) * 1.25 if ys and max(ys) > 0 else 1)
+    ax.set_ylim(bottom=0, top=top * 1.25)
     ax.grid(alpha=0.3)
 
 

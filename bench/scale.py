@@ -80,9 +80,18 @@ def _owned(client: Redis) -> int:
     return max((int(json.loads(raw).get("events", 0)) for raw in beats), default=0)
 
 
+#: Most time one point's refill samples may take: an overloaded admitter makes each sample
+#: wait its full timeout, and a curve should not take hours to say so.
+SAMPLING_SECONDS = 90.0
+
+
 def _refill_samples(opts: Options, refiller: Refiller, count: int) -> Samples:
     out = Samples()
+    until = time.monotonic() + SAMPLING_SECONDS
     for _ in range(count):
+        if time.monotonic() > until:
+            opts.say(f"scale events: sampling stopped after {SAMPLING_SECONDS:g} s")
+            break
         refiller.sample(out)
         time.sleep(0.02 + 0.1 * (len(out.total) % 7) / 7)  # irregular, as bench.refill
     return out
