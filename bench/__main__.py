@@ -23,7 +23,8 @@ from typing import Any
 from bench.report import Row, details, table, to_json
 from bench.runner import Benchmark, Options
 
-#: name -> module with ``run(Options) -> list[Row]``, in the order ``all`` runs them.
+#: name -> module with ``run(Options) -> list[Row]`` (or ``module:function``), in the order
+#: ``all`` runs them.
 BENCHMARKS = {
     "memory": "bench.memory",
     "status": "bench.status",
@@ -36,6 +37,9 @@ BENCHMARKS = {
     "durability": "bench.durability",
     "recovery": "bench.recovery",
     "draw": "bench.draw",
+    "events": "bench.scale:run_events",
+    "streams": "bench.scale:run_streams",
+    "joins": "bench.scale:run_joins",
 }
 
 
@@ -57,7 +61,8 @@ def machine() -> dict[str, Any]:
 
 
 def load_benchmark(name: str) -> Benchmark:
-    run: Benchmark = importlib.import_module(BENCHMARKS[name]).run
+    module, _, function = BENCHMARKS[name].partition(":")
+    run: Benchmark = getattr(importlib.import_module(module), function or "run")
     return run
 
 

@@ -37,15 +37,15 @@ CLIENTS = 3
 CHANNELS = 10  # connections per client process
 
 
-async def _set_state(redis_url: str, state: EventState) -> None:
+async def set_state(redis_url: str, state: EventState, event_id: str = EVENT) -> None:
     redis = AsyncRedis.from_url(redis_url)
     try:
-        await EventStore(redis).set_state(EVENT, state)
+        await EventStore(redis).set_state(event_id, state)
     finally:
         await redis.aclose()
 
 
-def _admissions(redis_url: str, streams: int, since_ms: float) -> list[tuple[int, float]]:
+def admissions_since(redis_url: str, streams: int, since_ms: float) -> list[tuple[int, float]]:
     """(ticket, admission time in s) of the streamers admitted since ``since_ms``."""
     client = Redis.from_url(redis_url)
     try:
@@ -111,14 +111,14 @@ def run(opts: Options) -> list[Row]:
             window = CpuWindow({"api": api.pid, "redis": st.redis_pid}).start()
             clients.go.set()
             since_ms = time.time() * 1000
-            asyncio.run(_set_state(st.redis_url, EventState.OPEN))
+            asyncio.run(set_state(st.redis_url, EventState.OPEN))
             with opts.profiled("fanout", {"api": api.pid}):
                 time.sleep(seconds)
-            asyncio.run(_set_state(st.redis_url, EventState.PAUSED))
+            asyncio.run(set_state(st.redis_url, EventState.PAUSED))
             admitted_for = time.monotonic() - window.started
             window.stop()
             time.sleep(3)  # updates still on their way are not lost, only late
-            admissions = _admissions(st.redis_url, streams, since_ms)
+            admissions = admissions_since(st.redis_url, streams, since_ms)
             results = clients.finish(admissions)
         finally:
             clients.close()

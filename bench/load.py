@@ -53,6 +53,7 @@ class Plan:
     prefix: str = "u"
     session_ids: Sequence[str] = ()
     channels: int = 2
+    event_ids: Sequence[str] = ()  # JOIN: spread the calls over these events, in turn
     warmup: float = 1.0
 
 
@@ -116,9 +117,10 @@ class _Caller:
         stub = self.stubs[self.count % len(self.stubs)]
         if self.plan.kind == JOIN:
             user = f"{self.plan.prefix}{self.worker}-{self.count}"
+            events = self.plan.event_ids
             request = pb.JoinQueueRequest(
                 user_id=user,
-                event_id=self.plan.event_id,
+                event_id=events[self.count % len(events)] if events else self.plan.event_id,
                 user_agent="bench/1.0",
                 ip_address="127.0.0.1",
             )

@@ -101,6 +101,13 @@ def _error(code: str) -> WaitroomError:
     return WaitroomError(kind, text)
 
 
+def _packed(items: Sequence[str]) -> tuple[bytes, str]:
+    """A list as two script arguments: the items' UTF-8 concatenated, and their byte lengths
+    (``unpack_list`` in finish.lua); raises UnicodeEncodeError as redis-py would."""
+    encoded = [item.encode("utf-8") for item in items]
+    return b"".join(encoded), " ".join(str(len(item)) for item in encoded)
+
+
 class LeaveOutcome(enum.StrEnum):
     """What ``leave`` did."""
 
@@ -411,29 +418,50 @@ class Scripts:
         self, event_id: str, session_id: str, status: int, reason: str
     ) -> FinishOutcome:
         """Record a checkout outcome (``status`` COMPLETED, FAILED or EXPIRED)."""
-        # int(): redis-py would send an IntEnum as its repr, which Lua cannot read.
-        reply = await self._event("finish", event_id, session_id, int(status), reason)
-        return FinishOutcome(_text(reply[0]))
+        (result,) = await self.finish_many([(event_id, session_id, status, reason)])
+        if isinstance(result, ResponseError):
+            raise result
+        assert result is not None  # the only outcome sent cannot be behind another
+        return result
 
     async def finish_many(
         self, outcomes: Sequence[tuple[str, str, int, str]]
-    ) -> list[FinishOutcome | ResponseError]:
+    ) -> list[FinishOutcome | ResponseError | None]:
         """``finish`` for many ``(event_id, session_id, status, reason)`` in one round trip.
 
-        The scripts run in the given order (a pipeline, not a transaction: each is atomic on
-        its own). Each result is what ``finish`` returns, or the error that one script met; a
-        connection error raises for the whole call, and retrying it is safe because ``finish``
-        is idempotent.
+        One script call per event takes all of that event's outcomes in the given order (a
+        pipeline of those calls, not a transaction: each call is atomic on its own). Each result
+        is what ``finish`` returns for that outcome, the error it met, or None when an earlier
+        outcome of its event met an error, so it was not run: run it again after that one, to
+        keep their order. A connection error raises for the whole call, and retrying it is safe
+        because ``finish`` is idempotent.
         """
-        calls = [
-            (event_keys(event_id), self._argv(event_id, session_id, int(status), reason))
-            for event_id, session_id, status, reason in outcomes
-        ]
+        if not outcomes:
+            return []
+        by_event: dict[str, list[int]] = {}
+        for i, (event_id, *_) in enumerate(outcomes):
+            by_event.setdefault(event_id, []).append(i)
+        calls = []
+        for event_id, indexes in by_event.items():
+            sids = _packed([outcomes[i][1] for i in indexes])
+            statuses = _packed([str(int(outcomes[i][2])) for i in indexes])
+            reasons = _packed([outcomes[i][3] for i in indexes])
+            calls.append((event_keys(event_id), self._argv(event_id, *sids, *statuses, *reasons)))
+        # Through _pipelined: one call per event, routed to its shard in a cluster, and with the
+        # durability wait (WAITROOM_REDIS_WAIT_REPLICAS) before the consumer commits.
         replies = await self._pipelined("finish", calls)
-        for reply in replies:
+        results: list[FinishOutcome | ResponseError | None] = [None] * len(outcomes)
+        for indexes, reply in zip(by_event.values(), replies, strict=True):
             if isinstance(reply, Exception) and not isinstance(reply, ResponseError):
                 raise reply
-        return [r if isinstance(r, ResponseError) else FinishOutcome(_text(r[0])) for r in replies]
+            if isinstance(reply, ResponseError):  # the call itself failed: the first one failed
+                results[indexes[0]] = reply
+                continue
+            for i, one in zip(indexes, reply, strict=False):
+                word = _text(one[0])
+                error = word == "ERROR"
+                results[i] = ResponseError(_text(one[1])) if error else FinishOutcome(word)
+        return results
 
     async def purge(self, event_id: str, retention_ms: int, limit: int) -> int:
         return int(await self._event("purge", event_id, retention_ms, limit))

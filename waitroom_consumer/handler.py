@@ -1,8 +1,12 @@
 """Handling a batch of checkout outcomes: decode, finish the sessions, dead-letter the rest.
 
-A batch is what one poll returned, in partition order. All its ``finish`` scripts go to Redis in
-one pipeline, in that order, so per-partition order holds and one round trip serves hundreds of
-messages. Each step is retried on its own until it succeeds (or shutdown abandons the batch,
+A batch is what one poll returned, in partition order. Its outcomes go to Redis as one
+``finish`` call per event, each taking that event's outcomes in batch order (an event's messages
+share a partition: they are keyed by event id), all in one pipeline: one round trip and one
+command per event serve hundreds of messages, and per-partition order holds. A script error on
+one outcome answers for that outcome alone; the outcomes after it are run again next round.
+
+Each step is retried on its own until it succeeds (or shutdown abandons the batch,
 uncommitted, for the next owner to replay), so the batch is only marked handled when every
 Redis change and every dead letter is done.
 """
@@ -204,7 +208,9 @@ class Handler:
             self.retrier.redis.recovered()
             again, error = [], None
             for item, reply in zip(todo, replies, strict=True):
-                if isinstance(reply, ResponseError):
+                if reply is None:  # behind an error of its event: runs next round, in order
+                    again.append(item)
+                elif isinstance(reply, ResponseError):
                     if is_transient(reply):
                         again.append(item)
                         error = reply

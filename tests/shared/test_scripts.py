@@ -274,3 +274,52 @@ def test_event_config_round_trips_and_validates(redis_url: str, event_id: str) -
         assert await store.list_ids() == [event_id]
 
     run(redis_url, body)
+
+
+def test_finish_many_sends_one_script_call_per_event(redis_url: str, event_id: str) -> None:
+    events = [f"{event_id}-{n}" for n in range(3)]
+
+    async def body(s: Scripts) -> None:
+        batch = []
+        for event in events:
+            await make_event(s, event, max_concurrent=4, rate=1000)
+            sids = await join_many(s, event, 4)
+            await s.admit(event, 10)
+            batch += [(event, sid, Status.COMPLETED, "completed") for sid in sids]
+        batch.append((events[0], batch[0][1], Status.FAILED, "failed"))  # a repeat: no-op
+        await s.redis.config_resetstat()
+        results = await s.finish_many(batch)
+        calls = (await s.redis.info("commandstats"))["cmdstat_evalsha"]["calls"]
+        assert calls == len(events)
+        assert results == [FinishOutcome.DONE] * 12 + [FinishOutcome.ALREADY]
+        for event in events:
+            assert await s.redis.zcard(keys.checkout(event)) == 0
+
+    run(redis_url, body)
+
+
+def test_finish_many_keeps_outcomes_apart_whatever_their_ids_hold(
+    redis_url: str, event_id: str
+) -> None:
+    # Outcomes travel packed (items concatenated, byte lengths apart): ids with separators,
+    # multi-byte characters or nothing at all must neither shift nor merge their neighbours.
+    odd = ["", " ", "1 2 3", "é.1.ü", "\n.1.\n", "a" * 300]
+
+    async def body(s: Scripts) -> None:
+        await make_event(s, event_id, max_concurrent=2, rate=1000)
+        a, b = await join_many(s, event_id, 2)
+        await s.admit(event_id, 10)
+        batch = [(event_id, sid, Status.COMPLETED, "completed") for sid in odd]
+        batch.insert(3, (event_id, a, Status.FAILED, "fail ed"))
+        batch.append((event_id, b, Status.EXPIRED, "expired"))
+        results = await s.finish_many(batch)
+        assert results == [FinishOutcome.UNKNOWN] * 3 + [FinishOutcome.DONE] + [
+            FinishOutcome.UNKNOWN
+        ] * 3 + [FinishOutcome.DONE]
+        views = (await s.status(event_id, [a, b])).sessions
+        assert [(v.record.status, v.record.reason) for v in views if v.record] == [
+            (Status.FAILED, "fail ed"),
+            (Status.EXPIRED, "expired"),
+        ]
+
+    run(redis_url, body)
