@@ -372,8 +372,6 @@ class Scripts:
         """Head, seq and holes of the queue: enough to place any waiting ticket without its
         record (``QueueView``)."""
         reply = await self._event("queue_view", event_id)
-        if _text(reply[0]) == "ERR":
-            raise _error(_text(reply[1]))  # WTR011, as ``status``
         v = [int(x) for i, x in enumerate(reply) if i != 6]
         return QueueView(
             v[0],

@@ -9,9 +9,8 @@
 --   hole_1, ..., hole_n}: rate is text (admissions per second to estimate waits with); drawing
 --   is 1 while a scheduled draw is not done (positions must then be read with `status`);
 --   idle_ms the event's idle timeout (0: off); the holes are places at or past the head,
---   ascending. {'ERR', 'WTR011'} while the event is fenced (see status.lua).
-local cfg = redis.call('HMGET', K.config, 'rate', 'idle_timeout_ms', 'generation', 'recovery')
-if fenced(cfg[3], cfg[4]) then return { 'ERR', 'WTR011' } end
+--   ascending.
+local cfg = redis.call('HMGET', K.config, 'rate', 'idle_timeout_ms')
 local h = head()
 local draw = draw_state()
 local out = {

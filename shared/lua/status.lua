@@ -11,11 +11,12 @@
 --   queue (0: not waiting or not drawn yet); touch_i 1 when the event has an idle timeout and
 --   this queued session's presence was last recorded a quarter of it ago or more (the caller
 --   then records it with presence.lua: one write per quarter timeout, not one per poll).
--- {'ERR', 'WTR011'} while the event is fenced (`fenced`: Redis restarted or failed over and is
--- not yet checked against Kafka, or is being rebuilt): what it holds may be behind what users
--- were already told (a READY session read as QUEUED), so nothing is read from it meanwhile.
+-- {'ERR', 'WTR011'} when sessions are asked for while the event is fenced (`fenced`: Redis
+-- restarted or failed over and is not yet checked against Kafka, or is being rebuilt): what it
+-- holds may be behind what users were already told (a READY session read as QUEUED), so no
+-- session is read from it meanwhile. The event's own figures (no session ids) are still given.
 local cfg = redis.call('HMGET', K.config, 'rate', 'idle_timeout_ms', 'generation', 'recovery')
-if fenced(cfg[3], cfg[4]) then return { 'ERR', 'WTR011' } end
+if #ARGV >= 4 and fenced(cfg[3], cfg[4]) then return { 'ERR', 'WTR011' } end
 local idle = tonumber(cfg[2]) or 0
 local h = head()
 local now = now_ms()

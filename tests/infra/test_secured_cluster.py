@@ -8,18 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from infra_support import (
     SECRET,
-    Sale,
-    create_events,
-    events_on_every_shard,
-    overlap,
-    process_env,
     refused_at_start,
-    sale_through_a_failover,
     unique_tag,
     waitroom_command,
 )
@@ -67,40 +60,3 @@ def test_a_wrong_or_missing_cluster_password_is_refused_at_start(
     line = refused_at_start(env, process)
     assert "WAITROOM_REDIS_PASSWORD" in line and "Redis Cluster" in line, line
     assert "not-the-password" not in line
-
-
-def test_a_sale_goes_on_when_a_shard_master_is_killed(
-    secured_cluster: Cluster, bootstrap: str, workdir: Path
-) -> None:
-    cluster = secured_cluster
-    events = events_on_every_shard(lambda e: cluster.slot_owner(slot_of(e)), 3)
-    tag = unique_tag()
-    env = process_env(cluster.env(), bootstrap, tag)
-    create_events(env, events, max_concurrent=CAP, rate=200.0)
-    sale = Sale(env, workdir, events).start()
-    # The shard of the node WAITROOM_REDIS_URL names: clients built after the kill (the
-    # test's own reads) must find the cluster through WAITROOM_REDIS_CLUSTER_NODES.
-    old = cluster.ports[0]
-    doomed = next(slot_of(e) for e in events if cluster.slot_owner(slot_of(e)) == old)
-    promoted: list[int] = []
-
-    def failover() -> None:
-        cluster.kill(old)
-        promoted.append(cluster.wait_for_failover(doomed, old))
-
-    try:
-        records = sale_through_a_failover(sale, failover)
-    finally:
-        codes = sale.stop()
-    assert codes == {"api": 0, "admitter": 0, "consumer": 0}, sale.logs()
-    lost = [sid for sid, record in records.items() if record is None]
-    print(
-        f"\ncluster over TLS: master {old} killed, replica {promoted} took its slots; "
-        f"{len(sale.joined)} joins acknowledged, {len(lost)} lost; {sale.retries} UNAVAILABLE "
-        f"answers retried"
-    )
-    survivors = [sid for sid, record in records.items() if record is not None]
-    assert set(survivors) <= set(sale.ready), "a surviving user was never admitted"
-    for event in events:
-        mine = [records[j.session_id] for j in sale.joined if j.event == event]
-        assert overlap([r for r in mine if r is not None]) <= CAP, f"{event}: over the cap"
