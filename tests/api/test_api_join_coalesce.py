@@ -25,6 +25,7 @@ from shared.events import EventConfig, EventState, EventStore
 from shared.proto import waitroom_pb2 as pb
 from shared.proto.waitroom_pb2_grpc import WaitroomServiceStub
 from shared.scripts import (
+    JOIN_BATCH_MAX_USERS,
     JoinRequest,
     JoinResult,
     RateLimited,
@@ -181,6 +182,22 @@ def test_a_burst_in_batches_answers_and_writes_what_lone_joins_in_order_would(
     assert {t.split(" ")[0] for t in texts} == {"WTR005", "WTR006", "WTR009", "WTR011"}
     statuses = {o.status for o in together if isinstance(o, JoinResult)}
     assert statuses == {Status.QUEUED, Status.READY}
+
+
+def test_a_burst_larger_than_one_call_keeps_arrival_order(redis_url: str) -> None:
+    make_event(redis_url, "concert1")
+    users = [f"u{i}" for i in range(2 * JOIN_BATCH_MAX_USERS + 50)]
+
+    async def burst() -> tuple[list[JoinResult], JoinCoalescer]:
+        async with Redis.from_url(redis_url) as client:
+            joins = JoinCoalescer(Scripts(client))
+            return list(await asyncio.gather(*(joins.join("concert1", u) for u in users))), joins
+
+    joined, joins = asyncio.run(burst())
+    # One batch, sent as three calls pipelined in order: places follow arrival.
+    assert (joins.batches, joins.joins) == (1, len(users))
+    assert [j.position for j in joined] == list(range(1, len(users) + 1))
+    assert [int(j.session_id.split(".")[1]) for j in joined] == list(range(1, len(users) + 1))
 
 
 def test_a_join_that_breaks_in_the_script_fails_alone(
