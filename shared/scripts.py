@@ -26,6 +26,7 @@ from shared.sessions import SessionRecord, Status
 
 _EVENT_SCRIPTS = (
     "join",
+    "join_batch",
     "status",
     "queue_view",
     "leave",
@@ -677,3 +678,96 @@ _SCHEDULE_REFUSALS = {
     "can only be set before anyone joins",
     "ENTRANTS": "{event_id!r} has users in its pre-queue; move the opening instead of removing it",
 }
+
+
+# --- coalesced joins (join_batch.lua; used by waitroom_api/coalesce.py) ----------------------
+
+#: The most users one ``join_batch`` call takes; a larger batch is several calls, pipelined in
+#: order on one connection (one round trip still). Redis runs nothing else while a script runs,
+#: so this bounds the stall a burst of joins puts in front of other events' calls.
+JOIN_BATCH_MAX_USERS = 100
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """One caller's join: ``ip_address`` in canonical form, "" when unknown."""
+
+    user_id: str
+    ip_address: str = ""
+
+
+@dataclass(frozen=True)
+class JoinChunk:
+    """The requests of one ``join_batch`` call and how its per-address keys are laid out.
+
+    ``addresses`` are the distinct known addresses of ``requests`` in order of first appearance
+    (one join counter key each, after the event keys); ``counters[i]`` is the 1-based index of
+    request ``i``'s address among them, 0 when its address is unknown.
+    """
+
+    requests: tuple[JoinRequest, ...]
+    addresses: tuple[str, ...]
+    counters: tuple[int, ...]
+
+
+def plan_join_batch(requests: Sequence[JoinRequest], max_users: int) -> list[JoinChunk]:
+    """Cut ``requests`` (in arrival order) into calls of at most ``max_users`` users each."""
+    if max_users < 1:
+        raise ValueError(f"max_users must be at least 1, not {max_users}")
+    chunks = []
+    for start in range(0, len(requests), max_users):
+        part = tuple(requests[start : start + max_users])
+        index: dict[str, int] = {}
+        for request in part:
+            if request.ip_address and request.ip_address not in index:
+                index[request.ip_address] = len(index) + 1
+        counters = tuple(index.get(r.ip_address, 0) for r in part)
+        chunks.append(JoinChunk(part, tuple(index), counters))
+    return chunks
+
+
+def _batch_result(reply: Any) -> JoinResult | Exception:
+    if _text(reply[0]) == "ERR" and _text(reply[1]) == "SCRIPT":
+        # What a lone join's script error would have raised, for this user alone.
+        return ResponseError(_text(reply[2]))
+    return _join_result(reply)
+
+
+async def join_batch(
+    scripts: Scripts, event_id: str, requests: Sequence[JoinRequest]
+) -> list[JoinResult | Exception]:
+    """``Scripts.join`` for each of ``requests`` (one event), in order, in one round trip.
+
+    Each result is what that user's lone join would have returned, or the error it would
+    have raised (``WaitroomError``, ``RateLimited``, a script's ``ResponseError``). A failure
+    of the call itself (Redis unreachable, too few replicas acknowledged) raises for all.
+    """
+    calls: list[tuple[list[str], list[str | int | float | bytes]]] = []
+    chunks = plan_join_batch(requests, JOIN_BATCH_MAX_USERS)
+    for chunk in chunks:
+        call_keys = [
+            *event_keys(event_id),
+            *(keys.ip_joins(event_id, address) for address in chunk.addresses),
+        ]
+        values: list[str | int | float | bytes] = []
+        for request, counter in zip(chunk.requests, chunk.counters, strict=True):
+            values += (request.user_id, new_nonce(), request.ip_address, counter)
+        calls.append((call_keys, scripts._argv(event_id, *values)))
+    replies: list[Any]
+    if len(calls) == 1 and not durability_of(scripts.redis).on:
+        # One plain EVALSHA: a pipeline costs more of redis-py's Python for one command.
+        try:
+            replies = [await scripts._scripts["join_batch"](keys=calls[0][0], args=calls[0][1])]
+        except ResponseError as exc:
+            replies = [exc]
+    else:
+        replies = await scripts._pipelined("join_batch", calls)
+    results: list[JoinResult | Exception] = []
+    for chunk, reply in zip(chunks, replies, strict=True):
+        if isinstance(reply, ResponseError):
+            results += [reply] * len(chunk.requests)
+        elif isinstance(reply, Exception):
+            raise reply
+        else:
+            results += [_batch_result(one) for one in reply]
+    return results

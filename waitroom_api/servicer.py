@@ -1,7 +1,8 @@
 """``waitroom.v1.WaitroomService``: the RPCs the TicketBottle gateway calls.
 
-Every state change is one Lua script call (``shared.scripts``); this module validates input,
-calls the script, and renders the answer. Failures become gRPC statuses in ``errors``.
+Every state change is one Lua script call (``shared.scripts``; joins arriving together share
+one, ``coalesce``); this module validates input, calls the script, and renders the answer.
+Failures become gRPC statuses in ``errors``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from shared.scripts import DrawScripts, LeaveOutcome, RateLimited, Scripts
 from shared.sessions import Status
 from shared.settings import CommonSettings
 from shared.timefmt import format_ms, now_ms
+from waitroom_api.coalesce import JoinCoalescer
 from waitroom_api.errors import streaming, unary, validate_ip, validate_user_agent
 from waitroom_api.eventservice import EventDirectory, EventServiceDown
 from waitroom_api.health import SERVICE_NAME, HealthProbe, package_version
@@ -55,6 +57,7 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
     ) -> None:
         self.scripts = scripts
         self.draws = DrawScripts(scripts)
+        self.joins = JoinCoalescer(scripts)
         self.fanout = fanout
         self.renderer = renderer
         self.probe = probe
@@ -77,7 +80,8 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
             except EventServiceDown as exc:
                 await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         try:
-            joined = await self.scripts.join(event_id, user_id, ip_address=ip_address)
+            # Batched with the other joins of this event arriving now: one round trip for all.
+            joined = await self.joins.join(event_id, user_id, ip_address)
         except RateLimited as exc:
             # Only a configured event has limits, so the label is never made up; never the
             # address itself (a botnet would make a series per address).
@@ -175,4 +179,7 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         )
 
     def __repr__(self) -> str:
-        return f"WaitroomServicer({SERVICE_NAME}, {self.fanout!r}, {self.redis_outage!r})"
+        return (
+            f"WaitroomServicer({SERVICE_NAME}, {self.fanout!r}, {self.joins!r}, "
+            f"{self.redis_outage!r})"
+        )

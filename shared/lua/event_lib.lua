@@ -226,3 +226,119 @@ end
 local function last_seen_ms(ticket)
   return read_u32(K.presence, ticket) * 1000
 end
+
+-- Joining, shared by join.lua (one user) and join_batch.lua (many users of one event in one
+-- call): a batch runs exactly the lone joins, in order, in one script. What does not depend on
+-- the user (the config, the recovery fence, the clock, the draw, the rate) is read once per
+-- script by `join_begin`; the announcements are made once per script by `join_end`.
+
+-- The event's side of a join, or nil and the refusal every join meets now: WTR006 (no event),
+-- WTR009 (closed), WTR011 (recovering: Redis is not yet checked against Kafka, see `fenced`).
+local function join_begin()
+  local cfg = redis.call('HMGET', K.config, 'state', 'max_concurrent', 'session_ttl_ms',
+    'max_queue', 'rate', 'ip_joins_per_minute', 'ip_live_sessions', 'generation', 'recovery')
+  if not cfg[1] then return nil, { 'ERR', 'WTR006' } end
+  if cfg[1] == 'closed' then return nil, { 'ERR', 'WTR009' } end
+  if fenced(cfg[8], cfg[9]) then return nil, { 'ERR', 'WTR011' } end
+  local now = now_ms()
+  close_prequeue(now)
+  return {
+    cfg = cfg, now = now, draw = draw_state(), rate = estimate_rate(cfg[5]),
+    per_minute = tonumber(cfg[6]) or 0, per_address = tonumber(cfg[7]) or 0,
+    max_queue = tonumber(cfg[4]) or 0, ttl = tonumber(cfg[3]),
+    -- The queue's length, kept while joins add to it; nil once a hole may have changed it.
+    length = nil,
+    created = 0,
+    -- Whether the outbox was empty when the first session of this script was recorded.
+    outbox_idle = nil,
+  }
+end
+
+local function join_length(ctx)
+  if not ctx.length then ctx.length = queue_length() end
+  return ctx.length
+end
+
+-- Join one user (`ip`: canonical address, '' when unknown; `ip_key`: its joins counter).
+-- Returns the reply join.lua documents for it.
+local function join_user(ctx, user_id, nonce, ip, ip_key)
+  local cfg, now, draw = ctx.cfg, ctx.now, ctx.draw
+  -- Joins per address per minute: a counter that starts its own minute and expires with it,
+  -- so a million addresses leave a million short-lived keys, never a growing structure.
+  local limit_joins = ip ~= '' and ctx.per_minute > 0
+  if limit_joins and (tonumber(redis.call('GET', ip_key)) or 0) >= ctx.per_minute then
+    return { 'ERR', 'WTR010', 'joins_per_minute' }
+  end
+  local function count_join()
+    if limit_joins and redis.call('INCR', ip_key) == 1 then redis.call('PEXPIRE', ip_key, 60000) end
+  end
+
+  local existing = tonumber(redis.call('HGET', K.users, user_id))
+  if existing then
+    local rec = load_record(existing)
+    if rec and rec[1] == READY then
+      count_join()
+      return { 'OK', session_id(existing, rec), 0, join_length(ctx), rec[4], rec[5], READY, 0,
+        draw.opens, ctx.rate }
+    elseif rec and rec[1] == QUEUED then
+      if now < rec[5] then
+        count_join()
+        return { 'OK', session_id(existing, rec), position(existing), join_length(ctx), rec[4],
+          rec[5], QUEUED, 0, draw.opens, ctx.rate }
+      end
+      -- Their place ran out: close it properly, then give them a new one at the back.
+      make_hole(existing)
+      ctx.length = nil
+      finish_left(existing, rec, EXPIRED, 'queue_expired', now)
+    end
+    redis.call('HDEL', K.users, user_id)
+  end
+
+  local limit_live = ip ~= '' and ctx.per_address > 0
+  if limit_live and (tonumber(redis.call('HGET', K.ip_live, ip)) or 0) >= ctx.per_address then
+    return { 'ERR', 'WTR010', 'live_sessions' }
+  end
+  local length = join_length(ctx)
+  if ctx.max_queue > 0 and length >= ctx.max_queue then return { 'ERR', 'WTR005' } end
+
+  local ticket = redis.call('INCR', K.seq)
+  -- A pre-queue place lasts from the opening, not from the join.
+  local expires = math.max(now, draw.opens) + ctx.ttl
+  local rec = { QUEUED, user_id, nonce, now, expires }
+  if limit_live then
+    rec = { QUEUED, user_id, nonce, now, expires, 0, 0, 0, '', ip }
+    redis.call('HINCRBY', K.ip_live, ip, 1)
+  end
+  count_join()
+  save_record(ticket, rec)
+  redis.call('HSET', K.users, user_id, ticket)
+  length = length + 1
+  ctx.length = length
+  -- Tickets only grow, so the newcomer is last (position = queue length), unless it waits in
+  -- the pre-queue for the draw (position 0).
+  local place = length
+  if not place_of(ticket) then place = 0 end
+  local sid = session_id(ticket, rec)
+  if ctx.outbox_idle == nil then ctx.outbox_idle = redis.call('XLEN', K.outbox) == 0 end
+  record_message('queue.joined', sid .. ':joined',
+    { session_id = sid, user_id = user_id, event_id = EVENT_ID, position = place, joined_ms = now })
+  ctx.created = ctx.created + 1
+  return { 'OK', sid, place, length, now, expires, QUEUED, 1, draw.opens, ctx.rate }
+end
+
+-- The announcements of the script's new sessions, once however many there were.
+local function join_end(ctx)
+  if ctx.created == 0 then return end
+  local cfg = ctx.cfg
+  -- Wake the admitter's admission only when it could admit someone now.
+  if cfg[1] == 'open' and ctx.draw.done
+    and redis.call('ZCARD', K.checkout) < tonumber(cfg[2]) then
+    notify()
+  elseif ctx.outbox_idle then
+    -- Only what reached Kafka can be rebuilt if Redis loses its last second, so joins are
+    -- relayed at once: the first record of an idle outbox wakes the relay (a relay that finds
+    -- more records after a batch goes on by itself), without an admission step: the payload is
+    -- the event id and a newline (keys.RELAY_ONLY_SUFFIX), which no event id holds.
+    redis.call('PUBLISH', NOTIFY, EVENT_ID .. '\n')
+  end
+end
