@@ -14,6 +14,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+from shared.backoff import compute_backoff, is_transient
 from shared.connections import redis_client
 from shared.events import EventConfig, EventStore
 from shared.scripts import Scripts
@@ -46,7 +47,17 @@ async def _sale(
 
         async def join(event: str, user: str) -> None:
             async with gate:
-                sessions.append((event, (await scripts.join(event, user)).session_id))
+                for attempt in range(20):
+                    try:
+                        joined = await scripts.join(event, user)
+                        break
+                    except Exception as exc:
+                        # What a client does with UNAVAILABLE: too few replicas in time on a
+                        # loaded machine (NOREPLICAS), a failover: wait and join again.
+                        if not is_transient(exc) or attempt == 19:
+                            raise
+                        await asyncio.sleep(compute_backoff(attempt))
+                sessions.append((event, joined.session_id))
 
         started = time.perf_counter()
         await asyncio.gather(*(join(e, u) for e, u in work))

@@ -187,3 +187,13 @@ def test_digits_that_are_not_ascii_are_not_a_ticket() -> None:
     nonce = "A" * 22
     with pytest.raises(WaitroomError, match="WTR001"):
         event_of_session(f"{nonce}.\u00b2.Y29uY2VydDE")
+
+
+def test_a_new_session_nonce_never_starts_with_a_dash() -> None:
+    """A session id is pasted into commands, where a leading dash would read as an option."""
+    from shared.ids import new_nonce
+
+    nonces = [new_nonce() for _ in range(5000)]
+    assert not [n for n in nonces if n.startswith("-")]
+    assert all(len(n) == 22 for n in nonces)
+    assert any(n.startswith("_") for n in nonces)  # the 1-in-64 case still happens
