@@ -73,6 +73,10 @@ class RecoveryGuard:
         # process: in a Redis Cluster each event lives on its shard, and each shard is a
         # server of its own that can restart or fail over alone.
         self.verified: dict[str, str] = {}
+        # Every Redis server (run id) this replica has seen, owned events or not: a run id not
+        # seen before is a restarted or promoted server, whatever event revealed it (an event
+        # whose lock was lost during the outage and taken again has no verified entry left).
+        self.servers: set[str] = set()
         self.behind: set[str] = set()  # reported behind Kafka, not yet verified
         self.scanned = False  # searched for events a restarted server lost entirely
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -132,23 +136,21 @@ class RecoveryGuard:
             if event_id in self._tasks:
                 continue
             probe = await self.scripts.restore_probe(event_id)
-            was = self.verified.get(event_id)
-            if was == probe.run_id:
+            if probe.run_id not in self.servers:
+                if self.servers:
+                    log.warning(
+                        "Redis of event %s is a new server (run id %s)", event_id, probe.run_id
+                    )
+                    # The watermarks in memory are the ones this replica relayed or read at
+                    # start; the event's owner may have relayed newer ones since (replicas take
+                    # turns), and a stale one hides what the new server lost: read them again
+                    # first, and look again for events the new server lost entirely.
+                    self.loaded = not self.kafka
+                    self.scanned = False
+                self.servers.add(probe.run_id)
+            if self.verified.get(event_id) == probe.run_id:
                 continue
-            if was is not None:
-                log.warning(
-                    "Redis of event %s is a new server (run id %s, was %s)",
-                    event_id,
-                    probe.run_id,
-                    was,
-                )
-                del self.verified[event_id]
-                # The watermarks in memory are the ones this replica relayed or read at start;
-                # the event's owner may have relayed newer ones since (replicas take turns),
-                # and a stale one hides what the new server lost: read them again first, and
-                # look again for events the new server lost entirely.
-                self.loaded = not self.kafka
-                self.scanned = False
+            self.verified.pop(event_id, None)
             probes[event_id] = probe
         if self.kafka and not self.scanned and "" not in self._tasks:
             self._spawn("", self._scan())  # again each sweep until Kafka answers
