@@ -129,6 +129,10 @@ class RecoveryGuard:
         """Probe the owned events; start checking (or rebuilding) those not verified by this
         Redis server. Redis errors propagate to the sweep, which retries them."""
         self.checks += 1
+        # The server INFO answers from (in a cluster, any node), for when no owned event is
+        # left to reveal a restart: a server that restarted empty lost even the event list.
+        info = await self.scripts.redis.info("server")
+        self._seen(str(info.get("run_id", "")), "")
         for gone in set(self.verified) - set(owned):
             del self.verified[gone]
         probes = {}
@@ -136,18 +140,7 @@ class RecoveryGuard:
             if event_id in self._tasks:
                 continue
             probe = await self.scripts.restore_probe(event_id)
-            if probe.run_id not in self.servers:
-                if self.servers:
-                    log.warning(
-                        "Redis of event %s is a new server (run id %s)", event_id, probe.run_id
-                    )
-                    # The watermarks in memory are the ones this replica relayed or read at
-                    # start; the event's owner may have relayed newer ones since (replicas take
-                    # turns), and a stale one hides what the new server lost: read them again
-                    # first, and look again for events the new server lost entirely.
-                    self.loaded = not self.kafka
-                    self.scanned = False
-                self.servers.add(probe.run_id)
+            self._seen(probe.run_id, f"of event {event_id}")
             if self.verified.get(event_id) == probe.run_id:
                 continue
             self.verified.pop(event_id, None)
@@ -165,6 +158,20 @@ class RecoveryGuard:
                 self._verified(event_id, probe.run_id)
             else:
                 self._spawn(event_id, self._verify(event_id))
+
+    def _seen(self, run_id: str, what: str) -> None:
+        """Note a Redis server; one never seen before (after the first) restarted or was
+        promoted: the watermarks in memory are the ones this replica relayed or read at start,
+        the event's owner may have relayed newer ones since (replicas take turns), and a stale
+        one hides what the new server lost, so read them again first, and look again for
+        events the new server lost entirely."""
+        if not run_id or run_id in self.servers:
+            return
+        if self.servers:
+            log.warning("Redis %s is a new server (run id %s)", what or "here", run_id)
+            self.loaded = not self.kafka
+            self.scanned = False
+        self.servers.add(run_id)
 
     def _verified(self, event_id: str, run_id: str) -> None:
         fresh = event_id not in self.verified

@@ -79,6 +79,7 @@ def test_a_restarted_redis_is_checked_against_the_newest_watermark(
         # server now, and the event was last checked on server 2.
         await s.redis.hset(keys.config(event_id), "generation", "server-2")
         guard.verified[event_id] = "server-2"  # as if this replica verified it there
+        guard.servers = {"server-2"}  # and the server it sees now is one it never saw
         try:
             await guard.check([event_id])
             await _settle(guard)
