@@ -118,10 +118,13 @@ class Relay:
                 try:
                     delay = await self._drain(event_id, stopping)
                 except Exception as exc:
-                    # A bug or an unreadable record must not end the relay for every event.
-                    bug(log, "relay", exc, event_id)
-                    delay = compute_backoff(self.errors)
-                    self.errors += 1
+                    if is_transient(exc):  # Redis went away between two of the batch's calls
+                        delay = self.redis_outage.failed(exc)
+                    else:
+                        # A bug or an unreadable record must not end the relay for every event.
+                        bug(log, "relay", exc, event_id)
+                        delay = compute_backoff(self.errors)
+                        self.errors += 1
                 if delay is not None:
                     # Keep every event not yet relayed for the retry after the pause.
                     self._dirty |= pending
