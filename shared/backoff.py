@@ -63,6 +63,24 @@ def is_transient(exc: BaseException) -> bool:
     everything else, notably a ``ResponseError`` raised by a Lua script: retrying a bug forever
     and logging it as "Redis unavailable" hides it.
     """
+    # A failure raised while handling a lost connection is part of the same outage: redis-py
+    # can answer a server killed under a pub/sub read with asyncio's RuntimeError ("the handler
+    # is closed") chained to its ConnectionError (seen in the chaos runs).
+    link: BaseException | None = exc
+    for _ in range(_CHAIN_LIMIT):
+        if link is None:
+            return False
+        if _transient_itself(link):
+            return True
+        link = link.__cause__ or link.__context__
+    return False
+
+
+#: How far along ``__cause__``/``__context__`` ``is_transient`` looks.
+_CHAIN_LIMIT = 4
+
+
+def _transient_itself(exc: BaseException) -> bool:
     if isinstance(exc, ResponseError):
         return isinstance(exc, _TRANSIENT_RESPONSES) or str(exc).startswith(TRANSIENT_REPLIES)
     if isinstance(exc, _TRANSIENT_CLUSTER):

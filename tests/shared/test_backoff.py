@@ -105,3 +105,23 @@ def test_a_heartbeat_goes_stale_after_three_of_its_own_intervals_and_never_under
     beating = Beat("consumer-1", now - 6_000, {"interval": 5.0})
     assert not sweeping.fresh(now_ms=now) and beating.fresh(now_ms=now)
     assert Beat("odd", now, {"interval": "junk"}).max_age == 5.0
+
+
+def test_a_failure_raised_while_handling_a_lost_connection_is_part_of_the_outage() -> None:
+    """redis-py answers a server killed under a pub/sub read with asyncio's RuntimeError."""
+    try:
+        try:
+            raise RedisConnectionError("Connection closed by server.")
+        except RedisConnectionError:
+            raise RuntimeError(
+                "unable to perform operation on <TCPTransport closed=True>"
+            ) from None
+    except RuntimeError as wrapped:
+        assert wrapped.__context__ is not None and is_transient(wrapped)
+    try:
+        try:
+            raise ValueError("a bug of ours")
+        except ValueError:
+            raise RuntimeError("while handling a bug")  # noqa: B904
+    except RuntimeError as unrelated:
+        assert not is_transient(unrelated)
