@@ -103,8 +103,10 @@ class RunResult:
 
 #: Loggers of libraries that log their own handled errors with a traceback: kafka-python logs
 #: one when a consumer is closed while its socket is being read (seen in the long run, in the
-#: recovery guard's watermark read). Not a failure of ours; kept in the run's notes.
-LIBRARY_LOGGERS = (" kafka.",)
+#: recovery guard's watermark read); grpc's core logs ExecuteBatchError when a stream's final
+#: status cannot be sent because its client is already gone (a user killed mid-stream in the
+#: long run). Not failures of ours; kept in the run's notes.
+LIBRARY_LOGGERS = (" kafka.", " grpc._cython.cygrpc ExecuteBatchError")
 
 
 def bugs_logged(stack: ChaosStack) -> tuple[list[str], list[str]]:
