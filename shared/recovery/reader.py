@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from shared.kafka import bootstrap_servers, client_options, probe_kafka
+from shared.kafka import bootstrap_servers, client_options, probe_kafka, probe_tls
 from shared.settings import CommonSettings, KafkaClientSettings
 
 #: Records one poll may return; larger polls cut Python's per-poll overhead.
@@ -50,6 +50,7 @@ def read_to_end(
     from kafka import KafkaConsumer, TopicPartition
 
     probe_kafka(bootstrap_servers(common))
+    probe_tls(common)  # a broker certificate we do not trust fails here at once, in words
     consumer: Any = KafkaConsumer(
         **client_options(common),  # TLS and SASL like every other client
         client_id="waitroom-recovery",

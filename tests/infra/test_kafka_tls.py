@@ -253,7 +253,9 @@ def test_a_broker_certificate_from_another_ca_is_refused_in_one_line(
     wait_until(lambda: "not trusted" in processes.log(admitter), "the admitter's log line")
     time.sleep(2)  # several retries
     log = processes.log(admitter)
-    assert log.count("not trusted") == 1, log
+    # Once per component that talks to Kafka (the relay, the recovery check), never per attempt.
+    said = [line for line in log.splitlines() if "not trusted" in line]
+    assert len(said) == len({line.split()[3] for line in said}) >= 1, log
     assert "Traceback" not in log
     admitter.terminate()
     assert admitter.wait(60) == 0, processes.log(admitter)
