@@ -6,6 +6,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from shared.settings import ConsumerSettings
+
 
 class Status(enum.IntEnum):
     """The contract's SessionStatus numbers (``waitroom.v1.SessionStatus``)."""
@@ -60,3 +62,14 @@ class SessionRecord:
     def queue_expired(self, now_ms: int) -> bool:
         """A queued session whose lifetime ran out (the admitter will close it as EXPIRED)."""
         return self.status is Status.QUEUED and now_ms >= self.expires_ms
+
+
+def checkout_outcomes(settings: ConsumerSettings) -> dict[str, tuple[Status, str]]:
+    """Checkout topic (configurable names) -> the final status and reason word ``finish``
+    records: one mapping for the consumer that applies outcomes and the recovery that replays
+    them."""
+    return {
+        settings.topic_completed: (Status.COMPLETED, "completed"),
+        settings.topic_failed: (Status.FAILED, "failed"),
+        settings.topic_expired: (Status.EXPIRED, "expired"),
+    }

@@ -26,7 +26,7 @@ from shared.ids import event_of_session
 from shared.kafka import Record
 from shared.messages import BadMessage, decode_checkout
 from shared.scripts import FinishOutcome, Scripts
-from shared.sessions import Status
+from shared.sessions import Status, checkout_outcomes
 from shared.settings import ConsumerSettings
 from shared.timefmt import now_ms
 from waitroom_consumer import deadletter
@@ -47,11 +47,7 @@ class Outcome:
 
 def outcomes(settings: ConsumerSettings) -> dict[str, Outcome]:
     """Topic name -> outcome, from the (configurable) topic names."""
-    return {
-        settings.topic_completed: Outcome(Status.COMPLETED, "completed"),
-        settings.topic_failed: Outcome(Status.FAILED, "failed"),
-        settings.topic_expired: Outcome(Status.EXPIRED, "expired"),
-    }
+    return {topic: Outcome(*done) for topic, done in checkout_outcomes(settings).items()}
 
 
 @dataclass(frozen=True)

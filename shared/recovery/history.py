@@ -16,7 +16,7 @@ from shared.errors import WaitroomError
 from shared.ids import event_of_session
 from shared.recovery.reader import Record
 from shared.recovery.watermark import Watermark
-from shared.sessions import Status
+from shared.sessions import Status, checkout_outcomes
 from shared.settings import ConsumerSettings
 from shared.timefmt import parse_timestamp
 
@@ -86,11 +86,7 @@ def left_status(reason: str) -> Status:
 def outcome_topics(settings: ConsumerSettings) -> dict[str, Ending]:
     """Checkout topic -> the status and reason ``finish`` records (as the consumer applies
     them, ``waitroom_consumer.handler.outcomes``); ``at_ms`` is filled in per message."""
-    return {
-        settings.topic_completed: Ending(Status.COMPLETED, "completed", 0),
-        settings.topic_failed: Ending(Status.FAILED, "failed", 0),
-        settings.topic_expired: Ending(Status.EXPIRED, "expired", 0),
-    }
+    return {topic: Ending(*done, 0) for topic, done in checkout_outcomes(settings).items()}
 
 
 def _ms(value: Any, fallback: int) -> int:
