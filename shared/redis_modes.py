@@ -10,7 +10,9 @@ that holds a key: what a Redis Cluster makes hard and ``WAIT`` needs.
 - ``pinned``: commands sent in order on one connection to the server holding a key; a ``WAIT``
   at the end then counts exactly the writes before it (``WAIT`` covers the writes of the
   connection it is sent on). In a cluster a script that met a slot migration did not run (the
-  reply is MOVED, ASK or TRYAGAIN), so the batch is sent again once the slot map is fresh.
+  reply is MOVED, ASK or TRYAGAIN), so the batch is sent again once the slot map is fresh; a
+  node that cannot be reached (its master was killed) has the slot map read again before the
+  caller's retry, as redis-py's own commands do.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.redis_config import Durability
 
@@ -111,6 +115,21 @@ class WaitroomCluster(RedisCluster):
         """Read the slot map again (after a MOVED: a slot now lives elsewhere)."""
         await self.nodes_manager.initialize()
 
+    def node_failed(self, key: str) -> None:
+        """The master serving ``key`` could not be reached: read the slot map again before
+        the next command, as redis-py does when one of its own commands meets a dead node.
+
+        ``node_client`` reads the cached slot map, which only a command through redis-py's
+        routing would otherwise refresh. A process whose every call to that shard is
+        ``pinned`` (the consumer's ``finish_many``) kept sending to the killed master for good
+        after its replica took over: the failed sale in tests/infra/test_secured_cluster.py.
+        The flag is redis-py's own, so its commands re-read the map too, once, under its lock.
+        """
+        node = self.get_node_from_key(key)
+        if node is not None:  # asked last for the slot map, as redis-py does
+            self.nodes_manager.move_node_to_end_of_cached_nodes(node.name)
+        self._initialize = True
+
     async def aclose(self) -> None:
         clients, self._node_clients = list(self._node_clients.values()), {}
         for client in clients:
@@ -179,6 +198,8 @@ async def pinned(
     """
     if not keys:
         return []
+    if is_cluster(redis):
+        await redis.initialize()  # a no-op unless a failed node asked for a fresh slot map
     replies: list[Any] = [None] * len(keys)
     todo = list(range(len(keys)))
     for _ in range(REDIRECT_ROUNDS):
@@ -205,13 +226,19 @@ async def pinned(
 async def _send(
     redis: Any, key: str, batch: list[int], queue: Queue, durability: Durability
 ) -> list[Any]:
-    client = redis.node_client(key) if is_cluster(redis) else redis
-    async with client.pipeline(transaction=False) as pipe:
-        for i in batch:
-            await queue(pipe, i)
-        if durability.on:
-            pipe.execute_command("WAIT", durability.replicas, durability.timeout_ms)
-        got = list(await pipe.execute(raise_on_error=False))
+    cluster = is_cluster(redis)
+    client = redis.node_client(key) if cluster else redis
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            for i in batch:
+                await queue(pipe, i)
+            if durability.on:
+                pipe.execute_command("WAIT", durability.replicas, durability.timeout_ms)
+            got = list(await pipe.execute(raise_on_error=False))
+    except (RedisConnectionError, RedisTimeoutError):
+        if cluster:
+            redis.node_failed(key)
+        raise
     if durability.on:
         check_replicated(got.pop(), durability)
     return got

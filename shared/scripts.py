@@ -538,7 +538,7 @@ class Scripts:
     async def restore_probe(self, event_id: str) -> Probe:
         """What recovery compares with Kafka, in one consistent read (read-only)."""
         v = await self._event("restore_probe", event_id)
-        config = {_text(v[i]): _text(v[i + 1]) for i in range(8, len(v), 2)}
+        config = {_text(v[i]): _text(v[i + 1]) for i in range(9, len(v), 2)}
         return Probe(
             run_id=_text(v[0]),
             generation=_text(v[1]),
@@ -549,6 +549,7 @@ class Scripts:
             recovered_through=_text(v[6]),
             outbox_length=int(v[7]),
             config=config,
+            last_id=_text(v[8]),
         )
 
     async def restore_begin(
@@ -586,8 +587,8 @@ class Scripts:
 @dataclass(frozen=True)
 class Probe:
     """An event's recovery facts (``restore_probe``): the server's run id, the generation the
-    event was last checked under, counters, the outbox's highest relayed (deleted) record id,
-    and the config (empty when Redis has none)."""
+    event was last checked under, counters, the outbox's highest relayed (deleted) record id
+    and highest record id ever, and the config (empty when Redis has none)."""
 
     run_id: str
     generation: str
@@ -598,6 +599,7 @@ class Probe:
     recovered_through: str
     outbox_length: int
     config: dict[str, str]
+    last_id: str = "0-0"
 
     @property
     def verified(self) -> bool:

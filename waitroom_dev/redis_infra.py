@@ -329,12 +329,14 @@ def redis_cluster(
 @dataclass
 class SentinelGroup:
     """One master, ``replicas`` replicas and three Sentinels watching them as
-    ``master_name``; the Sentinels share the servers' TLS and ask for ``sentinel_password``."""
+    ``master_name``; the Sentinels share the servers' TLS and ask for ``sentinel_password``,
+    as the ACL user ``sentinel_user`` (the default user off) when one is given."""
 
     workdir: Path
     master_name: str = "waitroom"
     access: Access = Access()
     sentinel_password: str = ""
+    sentinel_user: str = ""
     replicas: int = 1
     #: How many Sentinels watch (0: a master and its replicas only, for benchmarks).
     watchers: int = 3
@@ -356,6 +358,8 @@ class SentinelGroup:
         }
         if self.sentinel_password:
             env["WAITROOM_REDIS_SENTINEL_PASSWORD"] = self.sentinel_password
+        if self.sentinel_user:
+            env["WAITROOM_REDIS_SENTINEL_USERNAME"] = self.sentinel_user
         return env
 
     def start(self) -> SentinelGroup:
@@ -398,7 +402,15 @@ class SentinelGroup:
             lines.append(["sentinel", "auth-user", name, self.access.user])
         if self.access.password:
             lines.append(["sentinel", "auth-pass", name, self.access.password])
-        if self.sentinel_password:
+        if self.sentinel_user:
+            # Redis 6.2+ Sentinel ACL: its own user, the default user off; the Sentinels log
+            # in to one another as that user too (sentinel-user, sentinel-pass).
+            rules = ["on", f">{self.sentinel_password}", "allchannels", "+@all"]
+            lines.append(["user", "default", "off"])
+            lines.append(["user", self.sentinel_user, *rules])
+            lines.append(["sentinel", "sentinel-user", self.sentinel_user])
+            lines.append(["sentinel", "sentinel-pass", self.sentinel_password])
+        elif self.sentinel_password:
             # Sentinels also log in to one another with it (no sentinel-pass set).
             lines.append(["requirepass", self.sentinel_password])
         return lines
@@ -409,7 +421,9 @@ class SentinelGroup:
 
     def sentinel_cli(self, port: int, *args: str) -> str:
         """``redis-cli`` to the Sentinel on ``port``."""
-        tls = Access(self.access.certs, password=self.sentinel_password).cli_args()
+        tls = Access(
+            self.access.certs, user=self.sentinel_user, password=self.sentinel_password
+        ).cli_args()
         return cli("-p", str(port), *tls, *args, timeout=5)
 
     def _sentinels_see_all(self, master_port: int) -> bool:
@@ -458,10 +472,15 @@ def sentinel_group(
     *,
     access: Access | None = None,
     sentinel_password: str = "",
+    sentinel_user: str = "",
     replicas: int = 1,
 ) -> Iterator[SentinelGroup]:
     group = SentinelGroup(
-        workdir, access=access or Access(), sentinel_password=sentinel_password, replicas=replicas
+        workdir,
+        access=access or Access(),
+        sentinel_password=sentinel_password,
+        sentinel_user=sentinel_user,
+        replicas=replicas,
     )
     try:
         yield group.start()

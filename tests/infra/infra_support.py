@@ -397,6 +397,33 @@ def sale_through_a_failover(
     return found
 
 
+def sale_survives_a_failover(
+    sale: Sale, failover: Callable[[], str]
+) -> dict[str, SessionRecord | None]:
+    """``sale_through_a_failover``, then the processes stopped: each must exit 0, and every
+    join the failover did not take back must have been admitted. Prints what ``failover()``
+    returned (what it killed and promoted) with what was lost; returns the records."""
+    what = ""
+
+    def run_failover() -> None:
+        nonlocal what
+        what = failover()
+
+    try:
+        records = sale_through_a_failover(sale, run_failover)
+    finally:
+        codes = sale.stop()
+    assert codes == {"api": 0, "admitter": 0, "consumer": 0}, sale.logs()
+    lost = [sid for sid, record in records.items() if record is None]
+    print(
+        f"\n{what}; {len(sale.joined)} joins acknowledged, {len(lost)} lost; {sale.retries} "
+        f"UNAVAILABLE answers retried"
+    )
+    survivors = {sid for sid, record in records.items() if record is not None}
+    assert survivors <= set(sale.ready), "a surviving user was never admitted"
+    return records
+
+
 def waitroom_command(
     env: dict[str, str], *args: str, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:

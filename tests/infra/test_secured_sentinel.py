@@ -3,7 +3,9 @@ password (the default user off), the Sentinels ask for their own password, and, 
 variant, Sentinels and servers speak only TLS with client certificates (``tls-port`` in
 sentinel.conf works in Debian's Redis 7.0 build). The master is killed with kill -9 mid-sale;
 Sentinel promotes the replica and every process follows. Wrong passwords are refused at start
-in one line naming the setting."""
+in one line naming the setting. In the ACL variant the Sentinels ask for their own ACL user
+(``WAITROOM_REDIS_SENTINEL_USERNAME``) with their default user off: a process reaches the
+master only by sending that name, and a wrong or missing name is refused at start."""
 
 from __future__ import annotations
 
@@ -18,15 +20,16 @@ from infra_support import (
     create_events,
     process_env,
     refused_at_start,
-    sale_through_a_failover,
+    sale_survives_a_failover,
     unique_tag,
     waitroom_command,
 )
 
-from waitroom_dev.redis_infra import Access, Certificates, SentinelGroup, sentinel_group
+from waitroom_dev.redis_infra import Access, Certificates, SentinelGroup, cli, sentinel_group
 
 USER, PASSWORD = "waitroom-sentinel", "master-password-81d2"
 SENTINEL_PASSWORD = "sentinel-password-3b7e"
+SENTINEL_USER = "waitroom-watcher"
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,17 @@ def acl_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGrou
     workdir = tmp_path_factory.mktemp("sentinel-acl")
     access = Access(user=USER, password=PASSWORD)
     with sentinel_group(workdir, access=access, sentinel_password=SENTINEL_PASSWORD) as group:
+        yield group
+
+
+@pytest.fixture(scope="module")
+def sentinel_acl_group(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelGroup]:
+    """Sentinels with their own ACL user (``user default off`` in sentinel.conf)."""
+    workdir = tmp_path_factory.mktemp("sentinel-user")
+    access = Access(user=USER, password=PASSWORD)
+    with sentinel_group(
+        workdir, access=access, sentinel_user=SENTINEL_USER, sentinel_password=SENTINEL_PASSWORD
+    ) as group:
         yield group
 
 
@@ -93,21 +107,51 @@ def test_a_sale_goes_on_when_the_master_is_killed(
     env = process_env(group.env(), bootstrap, unique_tag())
     create_events(env, [event], max_concurrent=3, rate=200.0)
     sale = Sale(env, workdir, [event]).start()
-    ports: list[int] = []
 
-    def failover() -> None:
-        ports.append(group.kill_master().port)
-        ports.append(group.wait_for_promotion(ports[0]))
+    def failover() -> str:
+        killed = group.kill_master().port
+        promoted = group.wait_for_promotion(killed)
+        return f"Sentinel over TLS: master {killed} killed, {promoted} promoted"
 
+    sale_survives_a_failover(sale, failover)
+
+
+def test_the_processes_reach_the_master_as_the_sentinels_acl_user(
+    sentinel_acl_group: SentinelGroup, bootstrap: str, workdir: Path
+) -> None:
+    group = sentinel_acl_group
+    # The Sentinels' default user is off: without the user name, even with the right
+    # password, a Sentinel answers nothing.
+    sentinel = str(group.sentinels[0].port)
+    no_user = ["--no-auth-warning", "--pass", SENTINEL_PASSWORD]
+    assert "NOAUTH" in cli("-p", sentinel, *no_user, "sentinel", "masters")
+    assert group.master_port_seen() == str(group.servers[0].port)  # as the user, it does
+    env = process_env(group.env(), bootstrap, unique_tag())
+    event = f"ev-{unique_tag()}"
+    created = waitroom_command(env, "event", "create", event)
+    assert created.returncode == 0, created.stderr
+    assert event in group.cli(group.master().port, "smembers", "wr:events")
+    # A process passes its start-up check through the Sentinels and works the event.
+    sale = Sale(env, workdir, [event]).start(api=False, consumer=False)
     try:
-        records = sale_through_a_failover(sale, failover)
+        (admitter,) = sale.processes
+        sale.wait_until(lambda: f"took event {event}" in admitter.log(), "the admitter working")
     finally:
         codes = sale.stop()
-    assert codes == {"api": 0, "admitter": 0, "consumer": 0}, sale.logs()
-    lost = [sid for sid, record in records.items() if record is None]
-    print(
-        f"\nSentinel over TLS: master {ports[0]} killed, {ports[1:]} promoted; {len(sale.joined)} "
-        f"joins acknowledged, {len(lost)} lost; {sale.retries} UNAVAILABLE answers retried"
-    )
-    survivors = {sid for sid, record in records.items() if record is not None}
-    assert survivors <= set(sale.ready), "a surviving user was never admitted"
+    assert codes == {"admitter": 0}, sale.logs()
+    assert SENTINEL_PASSWORD not in created.stdout + created.stderr + admitter.log()
+
+
+@pytest.mark.parametrize("user", ["not-the-user", None])
+def test_a_wrong_or_missing_sentinel_user_is_refused_at_start(
+    sentinel_acl_group: SentinelGroup, user: str | None
+) -> None:
+    env = command_env(sentinel_acl_group)
+    if user is None:
+        del env["WAITROOM_REDIS_SENTINEL_USERNAME"]
+    else:
+        env["WAITROOM_REDIS_SENTINEL_USERNAME"] = user
+    for process in ("api", "admitter", "consumer"):
+        line = refused_at_start(env, process)
+        assert "WAITROOM_REDIS_SENTINEL_USERNAME" in line, line
+        assert SENTINEL_PASSWORD not in line and PASSWORD not in line

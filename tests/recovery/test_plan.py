@@ -160,6 +160,9 @@ def test_redis_is_behind_only_when_another_server_lost_what_kafka_holds() -> Non
     assert regression(_probe(head=4), mark) is not None
     assert regression(_probe(max_deleted_id="99-5"), mark) is not None
     assert regression(_probe(max_deleted_id="99-5", recovered_through="100-0"), mark) is None
+    # A promoted replica that missed only the relay's deletion still holds the record.
+    assert regression(_probe(max_deleted_id="99-5", last_id="100-0"), mark) is None
+    assert regression(_probe(max_deleted_id="99-5", last_id="99-9"), mark) is not None
     assert "no state" in (regression(_probe(config={}), mark) or "")
     # The same server never went back in time: a flushed event was deleted on purpose.
     same = Watermark(EVENT, generation="new", max_ticket=99)
