@@ -75,9 +75,13 @@ def _plan(records: list[Record]) -> Plan:
 FATES = st.lists(st.sampled_from(["queued", "left", "ready", "completed", "expired"]), min_size=1)
 
 
+# A seed rather than st.randoms(): that strategy imports a module lazily, mid-test, and
+# CPython 3.11's compiler can raise a spurious SystemError ("AST constructor recursion depth
+# mismatch", python/cpython#106905) when another test's leftover thread compiles meanwhile.
 @settings(max_examples=60, deadline=None)
-@given(FATES, st.randoms(use_true_random=False))
-def test_any_order_and_any_repeats_give_the_same_plan(fates: list[str], rnd: random.Random) -> None:
+@given(FATES, st.integers(min_value=0, max_value=2**32 - 1))
+def test_any_order_and_any_repeats_give_the_same_plan(fates: list[str], seed: int) -> None:
+    rnd = random.Random(seed)
     records = _sale(fates)
     shuffled = records + rnd.sample(records, k=len(records) // 2)  # at-least-once: repeats
     rnd.shuffle(shuffled)
