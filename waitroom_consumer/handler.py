@@ -174,7 +174,16 @@ class Handler:
 
     async def handle(self, batch: list[Message]) -> None:
         """Apply a batch; returns when every message's effect is done. May raise Stopped."""
-        plan = plan_batch(batch, self.outcomes, self.settings.max_message_bytes)
+        await self.apply(self.plan(batch))
+
+    def plan(self, batch: list[Message]) -> Plan:
+        """Decode and sort a batch (pure CPU: the worker runs it while the batch before is in
+        Redis)."""
+        return plan_batch(batch, self.outcomes, self.settings.max_message_bytes)
+
+    async def apply(self, plan: Plan) -> None:
+        """Apply a planned batch; returns when every message's effect is done. May raise
+        Stopped."""
         results: Counter[tuple[str, str]] = Counter(
             (k.outcome.word, k.result) for k in plan.skipped
         )
