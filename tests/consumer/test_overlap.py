@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,20 +94,40 @@ def test_a_partition_revoked_while_its_batch_is_in_hand_is_not_committed_for_it(
 
 
 @contextlib.contextmanager
-def running(consumer: Consumer) -> Iterator[None]:
-    """The consumer on its own event loop in a thread; stopped as SIGTERM would, at the end."""
+def running(consumer: Consumer) -> Iterator[Callable[[], None]]:
+    """The consumer on its own event loop in a thread; stopped as SIGTERM would, at the end
+    or earlier through the function it yields."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(
         target=lambda: loop.run_until_complete(consumer.run(handle_signals=False)), daemon=True
     )
     thread.start()
-    try:
-        yield
-    finally:
+
+    def stop() -> None:
         loop.call_soon_threadsafe(consumer.stop)
+
+    try:
+        yield stop
+    finally:
+        stop()
         thread.join(30)
         loop.close()
     assert not thread.is_alive()
+
+
+def in_process(common: CommonSettings, topics: Topics) -> Consumer:
+    """A consumer of this test's topics with the short group timeouts the broker needs."""
+    settings = ConsumerSettings(
+        group=topics.group,
+        topic_completed=topics.completed,
+        topic_failed=topics.failed,
+        topic_expired=topics.expired,
+        dlq_topic=topics.dlq,
+    )
+    tuning = KafkaClientSettings(
+        session_timeout_ms=2000, heartbeat_interval_ms=600, fetch_max_wait_ms=50
+    )
+    return Consumer(common, tuning, settings)
 
 
 def produce_located(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> list[Any]:
@@ -139,19 +159,29 @@ class Committed:
         self.reader.close(autocommit=False)
 
 
+PARTS = 4
+
+
+def outcomes_ready(
+    redis_url: str, bootstrap: str, event_id: str, topics: Topics, n: int
+) -> tuple[CommonSettings, list[str], list[tuple[str, bytes, bytes]]]:
+    """``n`` sessions in checkout, this test's topics, and an outcome for each session keyed
+    by its id, so every partition carries a share."""
+    sids, _ = admitted_sessions(redis_url, event_id, admitted=n)
+    common = CommonSettings(redis_url=redis_url, kafka_bootstrap_servers=bootstrap)
+    names = [topics.completed, topics.failed, topics.expired, topics.dlq]
+    ensure_topics(common, dict.fromkeys(names, PARTS), explicit=True)
+    sent = [
+        (topics.completed, s.encode(), outcome("checkout.completed", s, event_id)) for s in sids
+    ]
+    return common, sids, sent
+
+
 def test_redis_paused_mid_stream_commits_nothing_beyond_the_batches_applied(
     redis_url: str, sync_redis: redis.Redis, bootstrap: str, event_id: str, topics: Topics
 ) -> None:
-    n, parts = 4000, 4
-    sids, _ = admitted_sessions(redis_url, event_id, admitted=n)
-    common = CommonSettings(redis_url=redis_url, kafka_bootstrap_servers=bootstrap)
-    topic_names = [topics.completed, topics.failed, topics.expired, topics.dlq]
-    ensure_topics(common, dict.fromkeys(topic_names, parts), explicit=True)
-    # Keyed by session, so every partition carries a share.
-    sent = [
-        (topics.completed, sid.encode(), outcome("checkout.completed", sid, event_id))
-        for sid in sids
-    ]
+    n = 4000
+    common, sids, sent = outcomes_ready(redis_url, bootstrap, event_id, topics, n)
     tickets: dict[tuple[int, int], int] = {}
 
     def flow() -> None:
@@ -174,18 +204,8 @@ def test_redis_paused_mid_stream_commits_nothing_beyond_the_batches_applied(
                 assert ticket in done, f"committed past {partition}@{offset}, not applied"
         return sum(committed.values())
 
-    settings = ConsumerSettings(
-        group=topics.group,
-        topic_completed=topics.completed,
-        topic_failed=topics.failed,
-        topic_expired=topics.expired,
-        dlq_topic=topics.dlq,
-    )
-    tuning = KafkaClientSettings(
-        session_timeout_ms=2000, heartbeat_interval_ms=600, fetch_max_wait_ms=50
-    )
-    consumer = Consumer(common, tuning, settings)
-    reader = Committed(bootstrap, topics.group, topics.completed, parts)
+    consumer = in_process(common, topics)
+    reader = Committed(bootstrap, topics.group, topics.completed, PARTS)
     producer = threading.Thread(target=flow)
     try:
         with running(consumer):
@@ -204,7 +224,8 @@ def test_redis_paused_mid_stream_commits_nothing_beyond_the_batches_applied(
             wait_until(lambda: check(reader.read()) >= n - 500, what="commits to catch up")
         assert check(reader.read()) == n  # the shutdown commits the last batch
     finally:
-        producer.join()
+        if producer.ident is not None:  # started
+            producer.join()
         reader.close()
     committed_during = {c for c, _, _ in during}
     applied_during = {a for _, a, _ in during}
@@ -212,3 +233,33 @@ def test_redis_paused_mid_stream_commits_nothing_beyond_the_batches_applied(
     assert max(committed_during) <= min(applied_during)
     # The overlap was at work: a batch beyond the one in hand had been fetched meanwhile.
     assert max(ahead for _, _, ahead in during) == 2
+
+
+def test_a_stop_with_redis_paused_finishes_the_batch_in_hand_and_not_the_one_fetched(
+    redis_url: str, sync_redis: redis.Redis, bootstrap: str, event_id: str, topics: Topics
+) -> None:
+    n = 3000
+    common, _, sent = outcomes_ready(redis_url, bootstrap, event_id, topics, n)
+    produce_located(bootstrap, sent)
+    consumer = in_process(common, topics)
+    reader = Committed(bootstrap, topics.group, topics.completed, PARTS)
+    sync_redis.client_pause(60_000, all=False)  # every write waits until unpaused
+    try:
+        with running(consumer) as stop:
+            # The first batch waits in Redis; the second is fetched and waits for it.
+            wait_until(lambda: consumer.fetched == 2, what="a batch fetched ahead")
+            stop()  # SIGTERM
+            time.sleep(1.0)  # the loop sees the stop; nothing can be applied yet
+            assert sync_redis.zcard(keys.done(event_id)) == 0
+            assert sum(reader.read().values()) == 0
+            sync_redis.client_unpause()
+        applied = int(sync_redis.zcard(keys.done(event_id)))
+        committed = sum(reader.read().values())
+    finally:
+        sync_redis.client_unpause()
+        reader.close()
+    # The batch in hand finished and was committed; the one fetched ahead was neither applied
+    # nor committed: the next owner gets it.
+    assert consumer.batches == 1 and consumer.fetched == 2
+    assert applied == consumer.messages == committed
+    assert 0 < applied < n
