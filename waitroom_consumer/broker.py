@@ -3,17 +3,22 @@
 kafka-python is blocking and its consumer is not thread-safe, so every call on either client goes
 through one ``KafkaThread`` (``shared.kafka``); the asyncio loop awaits it. The consumer's rebalance
 listener runs inside ``poll()`` (on the client's own IO thread while our thread waits for ``poll``
-to return), so it only ever sees the handled-offsets map between two batches.
+to return). The worker polls the next batch while the one in hand is applied to Redis, so a
+rebalance can happen while a batch is in hand: each batch carries the lease of its partitions
+(``Batch.leases``), a revoke or a loss ends those leases, and ``handled`` records offsets only
+under a lease still held. A revoked partition's offsets are committed by the listener at the
+revoke and never after it: the new owner replays what was in hand (``finish`` is idempotent).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from shared.kafka import (
     TOPIC_PARTITIONS,
@@ -32,9 +37,12 @@ T = TypeVar("T")
 log = logging.getLogger("waitroom.consumer")
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One consumed record, copied out of kafka-python's untyped record."""
+class Message(NamedTuple):
+    """One consumed record, copied out of kafka-python's untyped record.
+
+    A NamedTuple: built once per message, it costs a quarter of a frozen dataclass (0.17
+    against 0.70 us measured here).
+    """
 
     topic: str
     partition: int
@@ -44,11 +52,26 @@ class Message:
     timestamp_ms: int = -1  # the record's own time; -1 (Kafka's "none") if it has none
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one poll returned, in partition order, with the lease under which each of its
+    partitions was held when it was fetched (see ``Broker.handled``)."""
+
+    messages: list[Message]
+    leases: dict[tuple[str, int], int]
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
 class Broker:
     """The consumer's Kafka clients, used only from one thread, with its handled offsets.
 
     ``pending`` maps (topic, partition) to the next offset to commit: everything below it has
-    been handled (its Redis change or dead letter is done) but not yet committed.
+    been handled (its Redis change or dead letter is done) but not yet committed. ``leases``
+    maps each partition this replica holds to a number that changes whenever it is given up
+    (revoked, lost, or the clients rebuilt) and taken again, so work fetched under an older
+    holding is never committed.
     """
 
     def __init__(
@@ -59,6 +82,8 @@ class Broker:
         self.settings = settings
         self.topics = [settings.topic_completed, settings.topic_failed, settings.topic_expired]
         self.pending: dict[tuple[str, int], int] = {}
+        self.leases: dict[tuple[str, int], int] = {}
+        self._lease_numbers = itertools.count(1)
         self._lock = threading.Lock()
         self._thread = KafkaThread()
         self._consumer: Any = None
@@ -66,12 +91,13 @@ class Broker:
         self.commits = 0
         self.revoked = 0
         self.lost = 0
+        self.stale = 0  # handled messages not recorded: their partition moved while in hand
 
     def __repr__(self) -> str:
         return (
             f"Broker(group={self.settings.group!r}, connected={self.connected}, "
             f"pending={len(self.pending)}, commits={self.commits}, revoked={self.revoked}, "
-            f"lost={self.lost})"
+            f"lost={self.lost}, stale={self.stale})"
         )
 
     @property
@@ -110,23 +136,39 @@ class Broker:
 
     # --- consuming ----------------------------------------------------------------------------
 
-    async def poll(self, timeout_ms: int) -> list[Message]:
+    async def poll(self, timeout_ms: int) -> Batch:
         """The next records, in partition order (all of one partition, then the next)."""
         return await self._call(self._poll, timeout_ms)
 
-    def _poll(self, timeout_ms: int) -> list[Message]:
+    def _poll(self, timeout_ms: int) -> Batch:
         batches = self._consumer.poll(timeout_ms=timeout_ms)
-        return [
+        # A poll returns records only of partitions the consumer holds now, so each of them is
+        # held under the current lease, or a new one if this is the first batch since taking it.
+        with self._lock:
+            leases = {
+                (tp.topic, tp.partition): self.leases.setdefault(
+                    (tp.topic, tp.partition), next(self._lease_numbers)
+                )
+                for tp in batches
+            }
+        messages = [
             Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for records in batches.values()
             for r in records
         ]
+        return Batch(messages, leases)
 
-    def handled(self, messages: Iterable[Message]) -> None:
-        """Mark messages whose effect is done, so the next commit covers them."""
+    def handled(self, batch: Batch) -> None:
+        """Mark a batch's messages as done, so the next commit covers them; those of a
+        partition given up since the batch was fetched are left out (its new owner replays
+        them)."""
         with self._lock:
-            for m in messages:
-                self.pending[(m.topic, m.partition)] = m.offset + 1
+            for m in batch.messages:
+                tp = (m.topic, m.partition)
+                if self.leases.get(tp) == batch.leases.get(tp):
+                    self.pending[tp] = m.offset + 1
+                else:
+                    self.stale += 1
 
     async def commit(self) -> int:
         """Commit every handled offset; returns how many partitions were committed."""
@@ -145,14 +187,17 @@ class Broker:
         self.commits += 1
         return len(offsets)
 
-    def take(self, partitions: Iterable[Any]) -> dict[tuple[str, int], int]:
-        """Remove and return the pending offsets of ``partitions`` (TopicPartition objects)."""
+    def release(self, partitions: Iterable[Any]) -> dict[tuple[str, int], int]:
+        """End the leases of ``partitions`` (TopicPartition objects) and remove and return
+        their pending offsets: from now on nothing handled under those leases is recorded."""
         taken = {}
         with self._lock:
             for tp in partitions:
-                offset = self.pending.pop((tp.topic, tp.partition), None)
+                key = (tp.topic, tp.partition)
+                self.leases.pop(key, None)
+                offset = self.pending.pop(key, None)
                 if offset is not None:
-                    taken[(tp.topic, tp.partition)] = offset
+                    taken[key] = offset
         return taken
 
     async def lag(self) -> dict[str, int]:
@@ -211,6 +256,7 @@ class Broker:
             log.warning("closing the broken Kafka clients failed: %s", exc)
         with self._lock:
             self.pending.clear()
+            self.leases.clear()
 
     def _close(self) -> None:
         consumer, producer = self._consumer, self._producer
@@ -240,7 +286,7 @@ def _make_listener(broker: Broker, consumer: Any) -> Any:
     class Listener(AsyncConsumerRebalanceListener):  # type: ignore[misc]
         async def on_partitions_revoked(self, revoked: Any) -> None:
             broker.revoked += 1
-            offsets = broker.take(revoked)
+            offsets = broker.release(revoked)
             if not offsets:
                 return
             try:
@@ -256,7 +302,7 @@ def _make_listener(broker: Broker, consumer: Any) -> Any:
         async def on_partitions_lost(self, lost: Any) -> None:
             # We were dropped from the group (no commit possible): the new owner replays.
             broker.lost += 1
-            dropped = broker.take(lost)
+            dropped = broker.release(lost)
             log.warning(
                 "lost %d partitions; %d uncommitted will be replayed", len(lost), len(dropped)
             )

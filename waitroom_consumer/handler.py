@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from redis.exceptions import ResponseError
 
@@ -50,12 +51,12 @@ def outcomes(settings: ConsumerSettings) -> dict[str, Outcome]:
     return {topic: Outcome(*done) for topic, done in checkout_outcomes(settings).items()}
 
 
-@dataclass(frozen=True)
-class Finish:
+class Finish(NamedTuple):
     """A message to apply: its session, and when the outcome happened.
 
     ``at_ms`` is the message's own timestamp, or the Kafka record's when that cannot be read
     (then ``timestamp_error`` says why, and the message is counted as ``bad_timestamp``).
+    A NamedTuple for the same reason as ``Message``: one is built per message.
     """
 
     message: Message
@@ -174,7 +175,16 @@ class Handler:
 
     async def handle(self, batch: list[Message]) -> None:
         """Apply a batch; returns when every message's effect is done. May raise Stopped."""
-        plan = plan_batch(batch, self.outcomes, self.settings.max_message_bytes)
+        await self.apply(self.plan(batch))
+
+    def plan(self, batch: list[Message]) -> Plan:
+        """Decode and sort a batch (pure CPU: the worker runs it while the batch before is in
+        Redis)."""
+        return plan_batch(batch, self.outcomes, self.settings.max_message_bytes)
+
+    async def apply(self, plan: Plan) -> None:
+        """Apply a planned batch; returns when every message's effect is done. May raise
+        Stopped."""
         results: Counter[tuple[str, str]] = Counter(
             (k.outcome.word, k.result) for k in plan.skipped
         )
