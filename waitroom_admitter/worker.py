@@ -42,13 +42,16 @@ log = logging.getLogger(__name__)
 
 #: Most finished sessions one purge call forgets; the next sweep continues.
 PURGE_LIMIT = 1000
+#: Most Redis connections one admitter opens; more concurrent commands wait for one. Thousands
+#: of admission loops woken at once (their locks taken in one sweep, a subscription made again)
+#: failed with MaxConnectionsError at redis-py's default of 100 and backed off for seconds.
+REDIS_CONNECTIONS = 64
 #: Heartbeats older than this are deleted by any replica: the replica is long gone.
 PRUNE_AFTER_SECONDS = 3600.0
-#: How often an idle event (nobody queued or in checkout, nothing to relay, nothing announced
-#: since) gets its upkeep: purge, metrics, the relay's check. Others get it every sweep. Upkeep
-#: every sweep cost 0.3 ms of CPU per idle event per second (100 idle events: the admitter at
-#: 0.055 cores, 0.025 with this; `python -m bench events`).
-IDLE_UPKEEP_SECONDS = 30.0
+#: An idle event (nobody queued or in checkout, nothing to relay, nothing announced since) gets
+#: its upkeep (purge, metrics, the relay's check) every ``schedule.idle_upkeep`` seconds; others
+#: every sweep. Upkeep every sweep cost 0.3 ms of CPU per idle event per second (100 idle
+#: events: the admitter at 0.055 cores, 0.025 with this; `python -m bench events`).
 
 _EVENT_GAUGES = (
     metrics.QUEUE_LENGTH,
@@ -85,7 +88,7 @@ class Admitter:
         self.tuning = tuning
         self.settings = settings
         self.replica_id = replica_id or heartbeats.default_replica_id()
-        self.redis = redis_client(common)
+        self.redis = redis_client(common, max_connections=REDIS_CONNECTIONS)
         self.scripts = Scripts(self.redis)
         self.store = EventStore(self.redis, self.scripts)
         self.locks = Locks(self.scripts, settings.lock_ttl_ms, self.replica_id)
@@ -129,6 +132,9 @@ class Admitter:
         self.purged = 0
         # Loop time of each idle event's next upkeep; an event not listed is due every sweep.
         self._idle_until: dict[str, float] = {}
+        # The events this replica should own; idle waits are sized by it from the first sweep,
+        # while the locks are still being taken.
+        self._share = 0
 
     @property
     def admitted(self) -> int:
@@ -253,18 +259,21 @@ class Admitter:
         for event_id in [e for e in self.owned if e not in listed]:
             await self._give_up(event_id)
         share = schedule.fair_share(len(event_ids), live_replicas)
+        self._share = share
         if len(self.owned) > share:
             # One per sweep, so the replicas settle without handing events back and forth.
             await self._give_up(next(reversed(self.owned)))
             return
         free = [e for e in event_ids if e not in self.owned]
         random.shuffle(free)  # replicas sweeping at once try different events first
-        for event_id in free:
-            if len(self.owned) >= share or self.stopping.is_set():
-                return
-            lock = await self.locks.acquire(event_id)
-            if lock is not None:
-                self._start(event_id, lock)
+        wanted = free[: min(share - len(self.owned), schedule.ACQUIRE_PER_SWEEP)]
+        if not wanted or self.stopping.is_set():
+            return
+        for lock in await self.locks.acquire_many(wanted):
+            if self.stopping.is_set():  # stopped while taking: let the lock go at once
+                await self.locks.release(lock)
+            else:
+                self._start(lock.event_id, lock)
 
     async def _upkeep(self, event_id: str) -> None:
         owned = self.owned.get(event_id)
@@ -287,17 +296,20 @@ class Admitter:
         if self.relay is not None:
             self.relay.kick(event_id)  # catches records no wake-up announced
         # Idle: nothing can change here unannounced. A join publishes while checkout has room,
-        # leaving and outcomes always do, and admission runs on its own loop.
-        view = await self.scripts.queue_view(event_id)
-        if backlog or view.queue_length or view.in_checkout:
+        # leaving and outcomes always do, and admission runs on its own loop, whose last call
+        # says whether anyone waits or holds a slot (and which an announcement wakes).
+        interval = schedule.idle_upkeep(self._expected())
+        if backlog or not owned.worker.idle or owned.worker.wake.is_set():
             self._idle_until.pop(event_id, None)
         elif event_id not in self._idle_until:
             spread = random.uniform(0.5, 1.0)  # idle events do not come due all in one sweep
-            self._idle_until[event_id] = asyncio.get_running_loop().time() + spread * (
-                IDLE_UPKEEP_SECONDS
-            )
+            self._idle_until[event_id] = asyncio.get_running_loop().time() + spread * interval
         else:
-            self._idle_until[event_id] += IDLE_UPKEEP_SECONDS
+            self._idle_until[event_id] += interval
+
+    def _expected(self) -> int:
+        """How many events this replica owns, or soon will: what idle waits are sized by."""
+        return max(len(self.owned), self._share)
 
     # --- owning events ------------------------------------------------------------------------
 
@@ -311,6 +323,7 @@ class Admitter:
             redis_outage=self.redis_outage,
             on_change=self._on_change,
             draw_chunk=self.settings.draw_chunk,
+            idle_seconds=lambda: schedule.idle_wait(self._expected()),
         )
         task = asyncio.create_task(worker.run(), name=f"admit:{event_id}")
         self.owned[event_id] = Owned(lock, worker, task)
@@ -355,16 +368,17 @@ class Admitter:
         interval = schedule.renew_interval(self.settings.lock_ttl_ms)
         while True:
             await asyncio.sleep(interval)
-            for event_id, owned in list(self.owned.items()):
-                try:
-                    renewed = await self.locks.renew(owned.lock)
-                except Exception as exc:
-                    if is_transient(exc):
-                        self.redis_outage.failed(exc)
-                    else:
-                        bug(log, "lock renewal", exc, event_id)
-                    renewed = not owned.lock.expired()
-                if not renewed and self.owned.get(event_id) is owned:
+            held = list(self.owned.items())
+            try:
+                renewed = await self.locks.renew_all([owned.lock for _, owned in held])
+            except Exception as exc:
+                if is_transient(exc):
+                    self.redis_outage.failed(exc)
+                else:
+                    bug(log, "lock renewal", exc)
+                renewed = [not owned.lock.expired() for _, owned in held]
+            for (event_id, owned), ours in zip(held, renewed, strict=True):
+                if not ours and self.owned.get(event_id) is owned:
                     self._drop(event_id)
 
     # --- wake-ups -----------------------------------------------------------------------------
