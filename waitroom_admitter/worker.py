@@ -299,7 +299,13 @@ class Admitter:
         # leaving and outcomes always do, and admission runs on its own loop, whose last call
         # says whether anyone waits or holds a slot (and which an announcement wakes).
         interval = schedule.idle_upkeep(self._expected())
-        if backlog or not owned.worker.idle or owned.worker.wake.is_set():
+        worker = owned.worker
+        if worker.calls:
+            busy = not worker.idle or worker.wake.is_set()
+        else:  # its first admit call has not answered yet: look for ourselves
+            view = await self.scripts.queue_view(event_id)
+            busy = bool(view.queue_length or view.in_checkout)
+        if backlog or busy:
             self._idle_until.pop(event_id, None)
         elif event_id not in self._idle_until:
             spread = random.uniform(0.5, 1.0)  # idle events do not come due all in one sweep
