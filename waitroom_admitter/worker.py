@@ -46,6 +46,9 @@ PURGE_LIMIT = 1000
 #: of admission loops woken at once (their locks taken in one sweep, a subscription made again)
 #: failed with MaxConnectionsError at redis-py's default of 100 and backed off for seconds.
 REDIS_CONNECTIONS = 64
+#: Long scans over the owned events give the event loop back after this many: a scan of
+#: 10,000 in one piece held admissions back for several milliseconds.
+YIELD_EVERY = 1000
 #: Heartbeats older than this are deleted by any replica: the replica is long gone.
 PRUNE_AFTER_SECONDS = 3600.0
 #: An idle event (nobody queued or in checkout, nothing to relay, nothing announced since) gets
@@ -238,8 +241,13 @@ class Admitter:
         await self._rebalance(event_ids, live)
         await self.guard.check(list(self.owned))
         now = asyncio.get_running_loop().time()
-        for event_id in list(self.owned):
-            if self._idle_until.get(event_id, now) <= now or self.owned[event_id].task.done():
+        for n, event_id in enumerate(list(self.owned)):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await asyncio.sleep(0)  # let admissions run between slices of a long scan
+            owned = self.owned.get(event_id)
+            if owned is None:
+                continue
+            if self._idle_until.get(event_id, now) <= now or owned.task.done():
                 await self._upkeep(event_id)
         await self._measure_redis()
         self.sweeps += 1
