@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import random
@@ -277,11 +278,19 @@ class Admitter:
         wanted = free[: min(share - len(self.owned), schedule.ACQUIRE_PER_SWEEP)]
         if not wanted or self.stopping.is_set():
             return
-        for lock in await self.locks.acquire_many(wanted):
+        taken = await self.locks.acquire_many(wanted)
+        for lock in taken:
             if self.stopping.is_set():  # stopped while taking: let the lock go at once
                 await self.locks.release(lock)
             else:
                 self._start(lock.event_id, lock)
+        if taken:
+            # The admission loops live as long as their locks: moved out of the collector's
+            # sight, full collections no longer walk them. With 10,000 events a full collection
+            # walked 574,000 objects, found nothing, and held the loop 340-356 ms three times a
+            # minute (the refill p99's tail, and 0.017 cores). Objects frozen here that later
+            # become garbage are freed by reference counting; only cycles among them would stay.
+            gc.freeze()
 
     async def _upkeep(self, event_id: str) -> None:
         owned = self.owned.get(event_id)
