@@ -50,6 +50,9 @@ REDIS_CONNECTIONS = 64
 #: Long scans over the owned events give the event loop back after this many: a scan of
 #: 10,000 in one piece held admissions back for several milliseconds.
 YIELD_EVERY = 1000
+#: A sweep that sees no reason to (``Admitter._must_list``) reads every event id only every this
+#: many sweeps: listing and comparing 10,000 ids held the event loop about 9 ms a sweep.
+LIST_EVERY = 10
 #: Heartbeats older than this are deleted by any replica: the replica is long gone.
 PRUNE_AFTER_SECONDS = 3600.0
 #: An idle event (nobody queued or in checkout, nothing to relay, nothing announced since) gets
@@ -139,6 +142,10 @@ class Admitter:
         # The events this replica should own; idle waits are sized by it from the first sweep,
         # while the locks are still being taken.
         self._share = 0
+        # How many event ids the last full listing found, and whether an event this replica
+        # does not own was announced since (see _must_list).
+        self._listed = -1
+        self._unowned_news = False
 
     @property
     def admitted(self) -> int:
@@ -238,8 +245,14 @@ class Admitter:
         beats = await heartbeats.read(self.redis, keys.ADMITTER_HEARTBEATS)
         await heartbeats.prune(self.redis, keys.ADMITTER_HEARTBEATS, beats, PRUNE_AFTER_SECONDS)
         live = sum(1 for b in beats if b.fresh())
-        event_ids = await self.store.list_ids()
-        await self._rebalance(event_ids, live)
+        count = int(await self.redis.scard(keys.EVENTS))
+        if self._must_list(count, schedule.fair_share(count, live)):
+            self._unowned_news = False
+            event_ids = await self.store.list_ids()
+            self._listed = len(event_ids)
+            await self._rebalance(event_ids, live)
+        else:
+            await self._rebalance(None, live, count)
         await self.guard.check(list(self.owned))
         now = asyncio.get_running_loop().time()
         for n, event_id in enumerate(list(self.owned)):
@@ -262,16 +275,36 @@ class Admitter:
         metrics.REDIS_MEMORY.set(int(memory.get("used_memory", 0)))
         metrics.REDIS_MAXMEMORY.set(int(memory.get("maxmemory", 0)))
 
-    async def _rebalance(self, event_ids: list[str], live_replicas: int) -> None:
-        """Let go of deleted events and of more than a fair share; take free events up to it."""
-        listed = set(event_ids)
-        for event_id in [e for e in self.owned if e not in listed]:
-            await self._give_up(event_id)
-        share = schedule.fair_share(len(event_ids), live_replicas)
+    def _must_list(self, count: int, share: int) -> bool:
+        """Whether this sweep must read every event id: something may have changed what this
+        replica should own (the count, an announced event it does not own, fewer owned than
+        its share), or the last full look is ``LIST_EVERY`` sweeps old. A deleted event needs
+        no listing: its admission loop ends and the upkeep lets it go."""
+        return (
+            count != self._listed
+            or self._unowned_news
+            or len(self.owned) < share
+            or self.sweeps % LIST_EVERY == 0
+        )
+
+    async def _rebalance(
+        self, event_ids: list[str] | None, live_replicas: int, count: int = 0
+    ) -> None:
+        """Let go of deleted events and of more than a fair share; take free events up to it.
+        Without ``event_ids`` (this sweep did not list them) only the share of ``count``
+        events is kept."""
+        if event_ids is not None:
+            listed = set(event_ids)
+            for event_id in [e for e in self.owned if e not in listed]:
+                await self._give_up(event_id)
+            count = len(event_ids)
+        share = schedule.fair_share(count, live_replicas)
         self._share = share
         if len(self.owned) > share:
             # One per sweep, so the replicas settle without handing events back and forth.
             await self._give_up(next(reversed(self.owned)))
+            return
+        if event_ids is None:
             return
         free = [e for e in event_ids if e not in self.owned]
         random.shuffle(free)  # replicas sweeping at once try different events first
@@ -414,6 +447,8 @@ class Admitter:
         if owned is not None:
             owned.worker.notify()
             self._on_change(event_id)
+        else:  # maybe a new event, or one whose owner let it go: look at the next sweep
+            self._unowned_news = True
 
     def _on_resubscribe(self) -> None:
         for event_id in list(self.owned):

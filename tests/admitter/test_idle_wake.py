@@ -16,7 +16,8 @@ from typing import Any
 from admitter_support import create_event, join_users, running_admitter, wait_for
 from redis.asyncio import Redis
 
-from shared.events import EventState, EventStore
+from shared import keys
+from shared.events import EventConfig, EventState, EventStore
 from shared.scripts import Scripts
 from shared.sessions import Status
 from waitroom_admitter import schedule
@@ -131,5 +132,25 @@ def test_an_opening_passes_on_time_in_an_idle_event(
                 "the pre-queue's user admitted at the opening",
             )
             assert time.time() * 1000 >= opens_ms - 50  # not before it (clock skew aside)
+
+    asyncio.run(body())
+
+
+def test_a_new_event_is_taken_at_the_next_sweep_though_listing_is_rare(
+    redis_url: str, event_id: str, process_env: dict[str, str]
+) -> None:
+    async def body() -> None:
+        secret = process_env["WAITROOM_JWT_SECRET"]
+        # Every event owned: the sweeps list the ids only every LIST_EVERY sweeps (5 s here),
+        # unless the count changes or an unowned event is announced, as a new one is.
+        async with idle_event(redis_url, event_id, secret, sweep_seconds=0.5) as (_, store, _):
+            await asyncio.sleep(1.5)
+            await store.create(EventConfig(f"{event_id}-new"))
+            async with Redis.from_url(redis_url) as redis:
+
+                async def taken() -> bool:
+                    return bool(await redis.exists(keys.lock(f"{event_id}-new")))
+
+                await wait_for(taken, 1.5, "the new event's lock taken")
 
     asyncio.run(body())
