@@ -147,10 +147,7 @@ def test_a_new_event_is_taken_at_the_next_sweep_though_listing_is_rare(
             await asyncio.sleep(1.5)
             await store.create(EventConfig(f"{event_id}-new"))
             async with Redis.from_url(redis_url) as redis:
-
-                async def taken() -> bool:
-                    return bool(await redis.exists(keys.lock(f"{event_id}-new")))
-
-                await wait_for(taken, 1.5, "the new event's lock taken")
+                lock = keys.lock(f"{event_id}-new")
+                await wait_for(lambda: redis.exists(lock), 1.5, "the new event's lock taken")
 
     asyncio.run(body())
