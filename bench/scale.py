@@ -145,6 +145,9 @@ def _events_point(opts: Options, events: int, queued: int, samples: int) -> dict
         "samples": len(out.total),
         "admitter_cpu": window.of("admitter"),
         "consumer_cpu": window.of("consumer"),
+        # Everything else busy while the refill samples ran (Redis, the broker, this client,
+        # other benchmarks on the shared machine): what the latencies carry.
+        "refill_other_cpu": window.others(window.cores.values() if window.cores else ()),
     }
 
 

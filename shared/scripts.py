@@ -15,13 +15,15 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from shared import keys
 from shared.audit import Actor
 from shared.errors import Code, Refused, WaitroomError
 from shared.ids import event_suffix, new_nonce, ticket_of_session
-from shared.redis_modes import durability_of, pinned
+from shared.redis_config import Durability
+from shared.redis_modes import durability_of, is_cluster, pinned
 from shared.sessions import SessionRecord, Status
 
 _EVENT_SCRIPTS = (
@@ -43,7 +45,9 @@ _EVENT_SCRIPTS = (
     "draw_write",
     "draw_finish",
 )
-_LOCK_SCRIPTS = ("lock_renew", "lock_release")
+_LOCK_SCRIPTS = ("lock_renew", "lock_release", "lock_renew_many")
+#: Most locks one ``lock_renew_many`` call renews: 1,000 keep a call well under a millisecond.
+RENEW_CHUNK = 1000
 
 
 @cache
@@ -274,16 +278,20 @@ class Scripts:
         return reply
 
     async def _pipelined(
-        self, name: str, calls: Sequence[tuple[list[str], list[str | int | float | bytes]]]
+        self,
+        name: str,
+        calls: Sequence[tuple[list[str], list[str | int | float | bytes]]],
+        *,
+        replicated: bool = True,
     ) -> list[Any]:
         """Script ``name`` for each ``(keys, argv)``, pipelined per server, each event's calls
         in the given order; replies (or errors) in call order. In a cluster each call goes to
         its event's shard (its first key's); the durability wait, when on, ends each server's
-        pipeline."""
+        pipeline (not with ``replicated`` False: nobody is told about the change)."""
         script = self._scripts[name]
         per_call_keys = [call_keys for call_keys, _ in calls]
         firsts = [k[0] for k in per_call_keys]
-        durability = durability_of(self.redis)
+        durability = durability_of(self.redis) if replicated else Durability()
 
         def queue_for(indexes: list[int]) -> Callable[[Any, int], Awaitable[None]]:
             async def queue(pipe: Any, j: int) -> None:
@@ -532,6 +540,49 @@ class Scripts:
 
     async def release_lock(self, key: str, token: str) -> bool:
         return bool(await self._scripts["lock_release"](keys=[key], args=[token]))
+
+    async def acquire_locks(self, locks: Sequence[tuple[str, str]], ttl_ms: int) -> list[bool]:
+        """``acquire_lock`` for each ``(key, token)``, pipelined per server: whether each was
+        taken, in order (False also where Redis answered an error)."""
+
+        async def queue(pipe: Any, i: int) -> None:
+            key, token = locks[i]
+            pipe.set(key, token, nx=True, px=ttl_ms)
+
+        replies = await pinned(self.redis, [key for key, _ in locks], queue, Durability())
+        return [reply is True for reply in replies]
+
+    async def renew_locks(
+        self, locks: Sequence[tuple[str, str]], ttl_ms: int
+    ) -> list[bool | Exception]:
+        """``renew_lock`` for each ``(key, token)`` in a few round trips (``lock_renew_many``
+        for up to ``RENEW_CHUNK`` keys of one slot, pipelined per server): whether each is still
+        ours, or the error its call met, in order."""
+        groups: dict[int, list[int]] = {}
+        if is_cluster(self.redis):  # a script's keys must share a slot
+            for i, (key, _) in enumerate(locks):
+                groups.setdefault(key_slot(key.encode()), []).append(i)
+        elif locks:
+            groups[0] = list(range(len(locks)))
+        parts = [
+            indexes[start : start + RENEW_CHUNK]
+            for indexes in groups.values()
+            for start in range(0, len(indexes), RENEW_CHUNK)
+        ]
+        calls: list[tuple[list[str], list[str | int | float | bytes]]] = [
+            ([locks[i][0] for i in part], [ttl_ms, *_packed([locks[i][1] for i in part])])
+            for part in parts
+        ]
+        replies = await self._pipelined("lock_renew_many", calls, replicated=False)
+        out: list[bool | Exception] = [True] * len(locks)
+        for part, reply in zip(parts, replies, strict=True):
+            if isinstance(reply, Exception):
+                for i in part:
+                    out[i] = reply
+                continue
+            for position in reply:
+                out[part[int(position) - 1]] = False
+        return out
 
     # --- recovery (shared/recovery, docs/reliability.md) ------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Callable
 
 from shared import metrics
@@ -23,6 +24,16 @@ class EventWorker:
     room are left) or sleeps until the earliest moment admitting could succeed: the token
     bucket's refill, the first slot lease running out, or the sweep. A wake-up (a slot freed,
     a user joined with room free) cuts the sleep short.
+
+    An idle event (nobody queued, nobody in checkout: ``schedule.idle``) sleeps
+    ``idle_seconds()`` instead of the sweep, spread over its second half so thousands of idle
+    events do not come due together. Nothing admissible can appear there unannounced: a join
+    with room free announces (``join_end``), and a join without room (paused, checkout capped
+    at 0, before the draw) is announced by what then makes room: resuming or raising the cap
+    (``event_save``, ``event_sync``), the opening (``retry_ms`` ends the wait at it; moving it
+    announces), the draw's end (``draw_finish``), a recovery's end (``restore_done``, and the
+    guard's ``on_verified``). A lease, a waiting user's expiry or absence make the event not
+    idle. A lost subscription wakes every owned event when it is made again.
     """
 
     def __init__(
@@ -36,6 +47,7 @@ class EventWorker:
         redis_outage: Outage,
         on_change: Callable[[str], None],
         draw_chunk: int = 65536,
+        idle_seconds: Callable[[], float] = lambda: schedule.IDLE_WAIT_SECONDS,
     ) -> None:
         self.event_id = event_id
         self.scripts = scripts
@@ -44,6 +56,9 @@ class EventWorker:
         self.clock = clock
         self.redis_outage = redis_outage
         self.on_change = on_change
+        self.idle_seconds = idle_seconds
+        #: The last admit call found the event idle (``schedule.idle``).
+        self.idle = False
         self.draw = DrawRunner(event_id, DrawScripts(scripts), draw_chunk)
         self.wake = asyncio.Event()
         self.stopping = asyncio.Event()
@@ -90,10 +105,13 @@ class EventWorker:
                 log.warning("event %s has no configuration; leaving it", self.event_id)
                 return
             self._record(result)
+            self.idle = schedule.idle(result)
             if schedule.admit_again_now(result, self.batch_size):
                 await asyncio.sleep(0)  # let wake-ups, renewals and the relay run in between
                 continue
-            wait = schedule.wait_seconds(result, self.clock.now_ms(), self.sweep_seconds)
+            idle_seconds = self.idle_seconds() * random.uniform(0.5, 1.0) if self.idle else 0.0
+            now_ms = self.clock.now_ms()
+            wait = schedule.wait_seconds(result, now_ms, self.sweep_seconds, idle_seconds)
             await pause(self.wake, wait)
 
     def _record(self, result: AdmitResult) -> None:

@@ -12,7 +12,8 @@ import subprocess
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ from shared.events import EventConfig, EventStore
 from shared.kafka import ensure_topics
 from shared.scripts import Scripts
 from shared.sessions import Status
-from shared.settings import CommonSettings
+from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
 from shared.token import verify_signature
 from waitroom_admitter.relay import TOPIC_PARTITIONS
+from waitroom_admitter.worker import Admitter
 
 WAITROOM = shutil.which("waitroom") or "waitroom"
 
@@ -41,6 +43,22 @@ async def join_users(scripts: Scripts, event_id: str, count: int, first: int = 0
     for i in range(first, first + count):
         sessions.append((await scripts.join(event_id, f"user-{i}")).session_id)
     return sessions
+
+
+@asynccontextmanager
+async def running_admitter(
+    redis_url: str, secret: str, **options: object
+) -> AsyncIterator[Admitter]:
+    """An admitter without Kafka (outbox only) running in this event loop."""
+    common = CommonSettings(redis_url=redis_url, kafka_bootstrap_servers="", jwt_secret=secret)
+    config = AdmitterSettings(**options)  # type: ignore[arg-type]
+    admitter = Admitter(common, KafkaClientSettings(), config, replica_id="in-process")
+    task = asyncio.create_task(admitter.run())
+    try:
+        yield admitter
+    finally:
+        admitter.stop()
+        await asyncio.wait_for(task, 15)
 
 
 async def wait_for(

@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
-from admitter_support import create_event, join_users, wait_for
+from admitter_support import create_event, join_users, running_admitter, wait_for
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
@@ -18,26 +16,8 @@ from shared.backoff import Outage
 from shared.ids import ticket_of_session
 from shared.scripts import FinishOutcome, Scripts
 from shared.sessions import Status
-from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
 from waitroom_admitter.admission import EventWorker
 from waitroom_admitter.clock import RedisClock
-from waitroom_admitter.worker import Admitter
-
-
-@asynccontextmanager
-async def running_admitter(
-    redis_url: str, secret: str, **options: object
-) -> AsyncIterator[Admitter]:
-    """An admitter without Kafka (outbox only) running in this event loop."""
-    common = CommonSettings(redis_url=redis_url, kafka_bootstrap_servers="", jwt_secret=secret)
-    config = AdmitterSettings(**options)  # type: ignore[arg-type]
-    admitter = Admitter(common, KafkaClientSettings(), config, replica_id="in-process")
-    task = asyncio.create_task(admitter.run())
-    try:
-        yield admitter
-    finally:
-        admitter.stop()
-        await asyncio.wait_for(task, 15)
 
 
 async def statuses(scripts: Scripts, event_id: str, sessions: list[str]) -> list[Status]:

@@ -12,7 +12,8 @@ from redis.asyncio import Redis
 from shared.events import EventState
 from shared.scripts import Scripts
 from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
-from waitroom_admitter.worker import IDLE_UPKEEP_SECONDS, Admitter
+from waitroom_admitter.schedule import IDLE_UPKEEP_SECONDS
+from waitroom_admitter.worker import Admitter
 
 
 def test_idle_events_are_kept_up_slowly_and_woken_by_an_announcement(

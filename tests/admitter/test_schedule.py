@@ -58,3 +58,35 @@ def test_fair_shares_always_cover_every_event(events: int, replicas: int, share:
 
 def test_locks_are_renewed_three_times_per_lifetime() -> None:
     assert schedule.renew_interval(3000) == 1.0
+
+
+def idle_result(retry_ms: int = -1) -> AdmitResult:
+    """Nobody queued, nobody in checkout, no lease."""
+    return AdmitResult(0, 0, 0, 0, 0, retry_ms, -1, [])
+
+
+def test_only_an_event_with_nobody_queued_or_in_checkout_is_idle() -> None:
+    assert schedule.idle(idle_result())
+    assert not schedule.idle(result())  # ten queued, five in checkout
+    leased = AdmitResult(0, 0, 0, 0, 0, -1, 5_000, [])
+    assert not schedule.idle(leased)
+
+
+def test_an_idle_event_waits_the_idle_wait_but_never_past_its_opening() -> None:
+    now = 1_000_000
+    assert schedule.wait_seconds(idle_result(), now, 1.0, 30.0) == 30.0
+    # A busy event keeps the sweep whatever the idle wait.
+    assert schedule.wait_seconds(result(), now, 1.0, 30.0) == 1.0
+    # Before a scheduled opening the script's retry_ms is the time left: the wait ends there.
+    assert schedule.wait_seconds(idle_result(retry_ms=2_500), now, 1.0, 30.0) == 2.5
+    # An idle wait shorter than the sweep never shortens it.
+    assert schedule.wait_seconds(idle_result(), now, 1.0, 0.2) == 1.0
+
+
+def test_idle_waits_grow_with_the_events_so_their_calls_stay_bounded() -> None:
+    assert schedule.idle_wait(1) == schedule.IDLE_WAIT_SECONDS
+    for events in (1_000, 10_000, 100_000):
+        assert events / schedule.idle_wait(events) <= schedule.IDLE_CHECKS_PER_SECOND
+        upkeeps = events / schedule.idle_upkeep(events)
+        assert upkeeps <= schedule.IDLE_UPKEEPS_PER_SECOND
+    assert schedule.idle_upkeep(1) == schedule.IDLE_UPKEEP_SECONDS
