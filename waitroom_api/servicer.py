@@ -153,14 +153,7 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         with self.fanout.watch(Stream(event_id, session_id, self.renderer)) as stream:
             read_at = time.monotonic_ns()
             result = await self.scripts.status(event_id, [session_id])
-            stream.offer(
-                result.sessions[0],
-                result.queue_length,
-                result.now_ms,
-                read_at,
-                result.opens_ms,
-                result.rate,
-            )
+            stream.offer(result.sessions[0], result, read_at)
             async for update in stream.updates():
                 yield update
 
