@@ -246,10 +246,12 @@ class Stream:
 
     async def updates(self) -> AsyncIterator[pb.PositionUpdate]:
         """Updates as they come; ends after a terminal status."""
+        # Once, not per update: a cancellation swallowed by redis-py can only have been lost
+        # in the read before this loop; in it, cancellation lands in the wait or the write.
+        honour_cancellation()
         ready = self._ready
         while True:
             await ready.wait()
-            honour_cancellation()
             ready.clear()
             if self._error is not None:
                 raise self._error
