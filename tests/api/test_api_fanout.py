@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
 from api_support import make_event
 
 from shared.backoff import Outage
@@ -17,6 +18,7 @@ from shared.scripts import QueueView, Scripts
 from shared.sessions import Status
 from shared.settings import ApiSettings
 from tests.support import with_scripts as run_scripts
+from waitroom_api import stream as stream_module
 from waitroom_api.render import Renderer, session_state
 from waitroom_api.watcher import EventWatcher, Stream, checkout_unchanged, position
 
@@ -249,5 +251,44 @@ def test_a_stream_behind_on_sending_sends_only_its_newest_state(redis_url: str) 
             extra = await asyncio.wait_for(anext(updates), 0.2)
             raise AssertionError(f"an unchanged pass sent {extra}")
         assert (last.sent, watcher.backlog.unsent) == (1, 3)
+
+    run_scripts(redis_url, scenario)
+
+
+def test_idle_streams_are_woken_in_turn_oldest_change_first(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only ``SENDING`` idle streams are woken at a time; each one taking its change (or gone)
+    wakes the next in the order their changes came, and one that changes again keeps its
+    place. A stream still writing is not queued: it sends its change once written."""
+    monkeypatch.setattr(stream_module, "SENDING", 2)
+    make_event(redis_url, EVENT, rate=1000, max_concurrent=1000)
+
+    async def scenario(scripts: Scripts) -> None:
+        watcher = _watcher(scripts)
+        sessions = [(await scripts.join(EVENT, f"user{i}")).session_id for i in range(5)]
+        streams = await _open(watcher, sessions)
+        await watcher.refresh()
+        woken = [s.ready.is_set() for s in streams]
+        assert woken == [True, True, False, False, False]
+        assert (watcher.backlog.woken, watcher.backlog.unsent) == (2, 5)
+        await scripts.admit(EVENT, 1)
+        await watcher.refresh()  # every stream changed again: none is woken out of turn
+        assert [s.ready.is_set() for s in streams] == woken
+        updates = streams[0].updates()
+        assert (await anext(updates)).status == Status.READY
+        assert streams[2].ready.is_set() and not streams[3].ready.is_set()  # the next one
+        watcher.remove(streams[1])  # gone before sending: its turn passes on
+        assert streams[3].ready.is_set() and not streams[4].ready.is_set()
+        assert (watcher.backlog.woken, watcher.backlog.unsent) == (2, 3)
+        second = await anext(streams[2].updates())
+        assert (second.status, second.position) == (Status.QUEUED, 2)  # its newest, not 3
+        assert streams[4].ready.is_set()
+        # The first stream is writing (its update not yet taken by the client): a change
+        # readies it at once, out of turn, without waking it.
+        await scripts.finish(EVENT, sessions[0], Status.COMPLETED, "checkout_completed")
+        await watcher.refresh()
+        assert streams[0].writing and streams[0].ready.is_set() and not streams[0].woken
+        assert watcher.backlog.woken == 2
 
     run_scripts(redis_url, scenario)
