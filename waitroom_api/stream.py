@@ -91,7 +91,7 @@ class Backlog:
     and not yet running at a time, the others in the order their change came (oldest first),
     and each one that takes its change wakes the next. Waking every changed stream at once
     (10,000 idle streams when a sale opens) put them all on the event loop ahead of the
-    watcher, whose next pass then started only once every one of them had run (0.8 s), so the
+    watcher, whose next pass then started only once nearly all of them had run (0.6 s), so the
     last in line sent a state that old. A stream that changes again while waiting keeps its
     place and sends the newest state when its turn comes.
 
