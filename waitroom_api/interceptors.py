@@ -2,7 +2,10 @@
 
 Timing: ``waitroom_rpc_duration_seconds`` by method and status code. Unary calls are timed to
 their response; streams to their first message (or to their end, when they fail before sending
-one), since an open stream's lifetime says nothing about speed.
+one), since an open stream's lifetime says nothing about speed. A stream handler either yields
+its messages or writes them through the context (``context.write``: no generator between it
+and grpc, as StreamQueuePosition does, the API's busiest path); the latter is given a context
+whose first ``write`` is timed.
 
 Undecodable requests: grpc.aio decodes a request before it calls the handler, outside every
 interceptor, and a ``DecodeError`` there reaches grpc's own exception handler, which logs a
@@ -124,21 +127,47 @@ def _time_stream(method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Ca
     return timed
 
 
-def _guard_writer(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
-    """A stream handler that writes through the context (the health Watch): refusals are timed,
-    its other calls are not (they last as long as the client watches)."""
+class _TimedContext:
+    """A call's context whose first ``write`` records the call's duration; every other
+    attribute is the context's own. After that first write, ``write`` is the context's own
+    too (an instance attribute), so later messages cost nothing more."""
 
-    async def guarded(request: Any, context: Context) -> None:
-        if isinstance(request, Undecodable):
-            started = time.perf_counter()
-            try:
+    def __init__(self, method: str, started: float, context: Context) -> None:
+        self.observed = False
+        self._method = method
+        self._started = started
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    async def write(self, message: Any) -> None:
+        if not self.observed:
+            self.observed = True
+            _observe(self._method, self._started, self._context, None)
+            self.write = self._context.write  # type: ignore[method-assign]
+        await self._context.write(message)
+
+
+def _time_writer(method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """A stream handler that writes through the context (StreamQueuePosition, the health
+    Watch): timed to its first message, like one that yields."""
+
+    async def timed(request: Any, context: Context) -> None:
+        started = time.perf_counter()
+        timed_context = _TimedContext(method, started, context)
+        try:
+            if isinstance(request, Undecodable):
                 await _refuse(method, request, context)
-            except BaseException as exc:
+            await behavior(request, timed_context)
+        except BaseException as exc:
+            if not timed_context.observed:
                 _observe(method, started, context, exc)
-                raise
-        await behavior(request, context)
+            raise
+        if not timed_context.observed:
+            _observe(method, started, context, None)
 
-    return guarded
+    return timed
 
 
 async def _checked(
@@ -185,11 +214,11 @@ class MetricsInterceptor(aio.ServerInterceptor):
             )
         if handler.unary_stream is not None:
             behavior = handler.unary_stream
-            # Async-generator handlers yield; others (the health Watch) write via the context.
+            # Async-generator handlers yield; others write via the context.
             wrapped = (
                 _time_stream(method, behavior)
                 if inspect.isasyncgenfunction(behavior)
-                else _guard_writer(method, behavior)
+                else _time_writer(method, behavior)
             )
             return grpc.unary_stream_rpc_method_handler(
                 wrapped, request_deserializer=decode, response_serializer=encode

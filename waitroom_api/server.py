@@ -15,6 +15,7 @@ process exits 0. A second signal exits at once with ``RET_FORCED`` (``shared.sig
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -54,6 +55,17 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 #: cancelled about a tenth of 2,000 streams opened at once (measured), which is what a gateway
 #: does when another API replica goes away and its users reconnect here.
 MAX_PENDING_CALLS = 20_000
+
+#: Tracked allocations (net of frees) between two young garbage collections; Python's is 700.
+#: Each open position stream keeps about 80 objects alive, and each update sent makes a few
+#: dozen that live until grpc has written it (about half a second with 10,000 streams). At 700
+#: those outlived every young collection, so the collector kept scanning them and moved them
+#: to the oldest generation, whose full collections then stopped the process for 0.5-1.3 s
+#: (800,000 objects): the fan-out's update p99 went from 0.7 s (collector off) to 1.3-2.9 s,
+#: and the collector took a third of the API's CPU (52 vs 35 us per update). At 50,000 the
+#: short-lived objects are freed before a collection sees them; a collection is triggered by
+#: what accumulates (new streams, cyclic garbage), as before, only less often.
+GC_YOUNG_THRESHOLD = 50_000
 
 
 def server_credentials(api: ApiSettings) -> grpc.ServerCredentials | None:
@@ -202,6 +214,17 @@ class ApiServer:
         )
 
 
+def tune_gc() -> None:
+    """Set this process's garbage collector for many long-lived streams (see
+    ``GC_YOUNG_THRESHOLD``), and freeze what exists once serving: modules, grpc and protobuf
+    descriptors, settings live as long as the process, so no full collection scans them again.
+    Only for a process of its own (``serve``): freezing is process-wide."""
+    gc.collect()
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
+
+
 async def serve(
     build: Callable[[], ApiServer], *, on_started: Callable[[ApiServer], None] | None = None
 ) -> None:
@@ -211,6 +234,7 @@ async def serve(
     remove_signals = signals.install(server.on_signal, log)
     try:
         await server.start()
+        tune_gc()
         if on_started is not None:
             on_started(server)
         await server.wait_stopped()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -142,10 +141,12 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
             message = f"the session had already ended ({status.name}); nothing to do"
         return pb.LeaveQueueResponse(session_id=session_id, message=message)
 
+    # The generated base class types a streaming method as one returning its messages; grpc.aio
+    # also serves a coroutine that writes them through the context, which this one does.
     @streaming
-    async def StreamQueuePosition(
+    async def StreamQueuePosition(  # type: ignore[override]
         self, request: pb.StreamPositionRequest, context: Context
-    ) -> AsyncIterator[pb.PositionUpdate]:
+    ) -> None:
         session_id = request.session_id
         event_id = event_of_session(session_id)
         # Watch first, then read: a change between the two is then caught by the watcher,
@@ -153,16 +154,11 @@ class WaitroomServicer(waitroom_pb2_grpc.WaitroomServiceServicer):
         with self.fanout.watch(Stream(event_id, session_id, self.renderer)) as stream:
             read_at = time.monotonic_ns()
             result = await self.scripts.status(event_id, [session_id])
-            stream.offer(
-                result.sessions[0],
-                result.queue_length,
-                result.now_ms,
-                read_at,
-                result.opens_ms,
-                result.rate,
-            )
+            stream.offer(result.sessions[0], result, read_at)
+            # Written, not yielded: each yield passed up through the error mapping's and the
+            # interceptor's generators (both now wrap the call once, see ``errors.streaming``).
             async for update in stream.updates():
-                yield update
+                await context.write(update)
 
     @unary
     async def HealthCheck(

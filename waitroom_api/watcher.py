@@ -4,17 +4,24 @@ Per process there is one pub/sub subscription to ``keys.NOTIFY_CHANNEL`` (the sc
 an event id whenever that event's queue or checkout changed) and one ``EventWatcher`` per event
 with open streams. A pass happens when its event is announced (bursts coalesced to one pass per
 ``stream_min_interval_seconds``) and at least every ``stream_poll_seconds``, because pub/sub is
-lossy and checkout leases run out without an announcement.
+lossy.
 
-A pass reads the queue's shape once (``queue_view``: head, seq, the few holes past the head).
-A session last read as QUEUED whose ticket is still in ``[head, seq]`` and not a hole is still
-waiting with the same record (only admission, which moves the head past it, and leaving or
-expiring on rejoin, which make it a hole, change a waiting record), so its position is computed
-here, exactly as ``status`` would: ``ticket - head + 1 - holes <= ticket``. Only the other
-sessions (admitted, left, in checkout, unknown) are re-read with ``status``, at most 500 per
-call. Each stream then gets the session's new state if its status or position changed, and
-the next pass waits until the streams have taken those updates (``Backlog``, at most
-``SETTLE_TIMEOUT``), so states are never made faster than the process can send them.
+A pass reads the queue's shape once (``queue_view``: head, seq, the few holes past the head,
+the count in checkout). A session last read as QUEUED whose place is still in ``[head, seq]``
+and not a hole is still waiting with the same record (only admission, which moves the head past
+it, and leaving or expiring on rejoin, which make it a hole, change a waiting record), so its
+position is computed here, exactly as ``status`` would: ``place - head + 1 - holes <= place``.
+A session last read as READY keeps its record until it leaves checkout, which takes it out of
+the checkout count: when the count is what the admissions since the last pass explain
+(``checkout_unchanged``), nobody left, and READY sessions are not read again (at most one
+``stream_poll_seconds`` apart, in case). Only the other sessions (admitted, left, unknown, and
+READY ones when someone left checkout) are re-read with ``status``, at most 500 per call.
+
+Each stream is offered its read; only a change of status or position wakes it, and it renders
+its newest read when its turn to send comes (``stream``). The next pass starts once a quarter
+of the streams have taken their change (``UNSENT_ALLOWED``, ``Backlog``, at most
+``SETTLE_TIMEOUT``), so reading overlaps sending, and the streams still waiting their turn send
+the newer pass's state.
 
 Places, not tickets: a scheduled opening's draw gives pre-queue tickets their places, so each
 stream keeps the place its last ``status`` read reported (the ticket itself without a draw).
@@ -30,21 +37,19 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
-from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from shared import metrics
 from shared.backoff import Outage, bug, is_transient
 from shared.errors import Code, WaitroomError
-from shared.ids import ticket_of_session
-from shared.proto import waitroom_pb2 as pb
 from shared.pubsub import NotifyListener
-from shared.scripts import DrawScripts, QueueView, Scripts, SessionView
-from shared.sessions import SessionRecord, Status
+from shared.scripts import DrawScripts, QueueView, Scripts
 from shared.settings import ApiSettings
-from waitroom_api.render import Renderer, SessionState, record_state
+from waitroom_api.stream import Backlog, Stream, honour_cancellation
+
+__all__ = ["EventWatcher", "Fanout", "Stream", "checkout_unchanged", "position"]
 
 log = logging.getLogger(__name__)
 
@@ -57,184 +62,15 @@ CLOSE_TIMEOUT = 2.0
 #: Longest a pass waits for the previous pass's updates to be taken by their streams.
 SETTLE_TIMEOUT = 1.0
 
-#: Share of a watcher's streams that may still hold an unsent update when the next pass starts
-#: (stalled clients never take theirs, and must not hold everyone else back).
-UNSENT_ALLOWED = 0.01
-
-
-def honour_cancellation() -> None:
-    """Raise CancelledError if this task was cancelled but the request got lost.
-
-    redis-py can swallow a cancellation that lands inside one of its timeouts (redis/redis-py
-    #2028, #2551); the loops here would then run on and block shutdown. ``cancelling()``
-    still counts the request, so each loop checks it.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
-def _ticket(session_id: str) -> int:
-    """The ticket in a session id; 0 (never waiting, so always re-read) if it has none."""
-    try:
-        return ticket_of_session(session_id)
-    except (IndexError, ValueError):
-        return 0
-
-
-class Backlog:
-    """How many of one watcher's streams hold an update their client has not taken yet.
-
-    A watcher starts its next pass only once the previous pass's updates were taken: reading
-    and offering states faster than the process can send them would only overwrite unsent
-    ones, while taking the CPU the sending needs (measured: 10,000 streams, passes every 0.1 s,
-    the watcher took 64% of the process and updates reached clients seconds late).
-    """
-
-    def __init__(self) -> None:
-        self.unsent = 0
-        self._allowed = 0
-        self._settled = asyncio.Event()
-
-    def added(self) -> None:
-        self.unsent += 1
-
-    def taken(self) -> None:
-        self.unsent -= 1
-        if self.unsent <= self._allowed:
-            self._settled.set()
-
-    async def settle(self, allowed: int, timeout: float) -> None:
-        """Wait until at most ``allowed`` updates are unsent, or ``timeout`` seconds."""
-        if self.unsent <= allowed:
-            return
-        self._allowed = allowed
-        self._settled.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._settled.wait(), timeout)
-
-    def __repr__(self) -> str:
-        return f"Backlog(unsent={self.unsent})"
-
-
-class Stream:
-    """One open StreamQueuePosition call: the newest state it has not sent yet.
-
-    Only the newest state is kept, so a slow client costs one pending message, not a backlog.
-    """
-
-    def __init__(self, event_id: str, session_id: str, renderer: Renderer) -> None:
-        self.event_id = event_id
-        self.session_id = session_id
-        self.ticket = _ticket(session_id)
-        self.place = 0  # its place in the queue as of the newest read (0: unknown)
-        self.touched = 0.0  # when this process last recorded its presence (monotonic s)
-        self.renderer = renderer
-        self.sent = 0
-        self.record: SessionRecord | None = None  # as of the newest read offered
-        self.waiting = False  # whether that read found it QUEUED
-        self.state: SessionState | None = None  # the newest state offered
-        self._read_at = -1  # when the newest read offered was started, to drop older reads
-        self._key: tuple[object, int] | None = None
-        self._pending: SessionState | None = None
-        self._error: WaitroomError | None = None
-        self._ready = asyncio.Event()
-        # Labelled at the first update, not here: an update means the session's record was
-        # read, so its event is one an operator configured. Labelling every opened stream gave
-        # each made-up event id its own series (300 made up: 600 series, /metrics 30 -> 129 KB).
-        self._counted: Counter | None = None
-        self.backlog: Backlog | None = None  # its watcher's, while it is watched
-
-    def offer(
-        self,
-        view: SessionView,
-        queue_length: int,
-        now_ms: int,
-        read_at: int,
-        opens_ms: int = 0,
-        rate: float = 0.0,
-    ) -> None:
-        """A read of this session started at ``read_at`` (``time.monotonic_ns()``); queued for
-        sending if status or position changed."""
-        if read_at >= self._read_at:
-            self.place = view.place
-        self._offer(view.record, view.rank, queue_length, now_ms, read_at, opens_ms, rate)
-
-    def offer_place(self, position: int, queue: QueueView, read_at: int) -> None:
-        """Offer the session as still waiting, at ``position`` in ``queue`` (read at
-        ``read_at``), with the record of its last read (a waiting session's record does not
-        change)."""
-        if self.record is not None:
-            self._offer(
-                self.record,
-                position - 1,
-                queue.queue_length,
-                queue.now_ms,
-                read_at,
-                queue.opens_ms,
-                queue.rate,
-            )
-
-    def _offer(
-        self,
-        record: SessionRecord | None,
-        rank: int,
-        queue_length: int,
-        now_ms: int,
-        read_at: int,
-        opens_ms: int,
-        rate: float,
-    ) -> None:
-        if read_at < self._read_at:
-            return  # a slower, older read finishing after a newer one
-        self._read_at = read_at
-        self.record = record
-        self.waiting = record is not None and record.status is Status.QUEUED
-        try:
-            state = record_state(
-                self.event_id, self.session_id, record, rank, queue_length, now_ms, opens_ms, rate
-            )
-        except WaitroomError as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self.state = state
-        if state.key != self._key:
-            self._key = state.key
-            if self._pending is None and self.backlog is not None:
-                self.backlog.added()
-            self._pending = state
-            self._ready.set()
-
-    def detach(self) -> None:
-        """No longer watched: its unsent update no longer counts in the watcher's backlog."""
-        if self._pending is not None and self.backlog is not None:
-            self.backlog.taken()
-        self.backlog = None
-
-    async def updates(self) -> AsyncIterator[pb.PositionUpdate]:
-        """Updates as they come; ends after a terminal status."""
-        while True:
-            await self._ready.wait()
-            honour_cancellation()
-            self._ready.clear()
-            if self._error is not None:
-                raise self._error
-            state, self._pending = self._pending, None
-            if state is None:
-                continue
-            if self.backlog is not None:
-                self.backlog.taken()
-            self.sent += 1
-            if self._counted is None:
-                self._counted = metrics.STREAM_UPDATES.labels(self.event_id)
-            self._counted.inc()
-            yield self.renderer.position_update(state)
-            if state.status.terminal:
-                return
-
-    def __repr__(self) -> str:
-        return f"Stream({self.session_id!r}, sent={self.sent})"
+#: Share of a watcher's streams that may still hold an unsent change when the next pass starts.
+#: A pass overlaps the sending of the previous one, and the streams still waiting their turn
+#: send its fresher state instead. Waiting for all (1%) made an admission wait up to a pass
+#: plus a full drain (p99 2.2 s, 10,000 streams); not waiting at all let a starved process
+#: spend its CPU on passes whose states were never sent. Since a pass no longer re-reads READY
+#: sessions, placing 10,000 streams already awake takes 2.8 ms of CPU (process time, median of
+#: 20 passes), so a quarter drained (0.75) is enough to start the next: the wait for the next
+#: pass is what an admission adds to a stream's wait for its turn to send.
+UNSENT_ALLOWED = 0.75
 
 
 def position(view: QueueView, place: int) -> int:
@@ -250,6 +86,22 @@ def position(view: QueueView, place: int) -> int:
     if holes_up_to and view.holes[holes_up_to - 1] == place:
         return 0
     return place - view.head + 1 - holes_up_to
+
+
+def checkout_unchanged(before: QueueView | None, now: QueueView) -> bool:
+    """Whether no session left checkout between two views of one queue (so a session read as
+    READY before is READY still, with the same record).
+
+    Admission is the only way into checkout, and each admitted place is one the head passed
+    that was not a hole: at most ``head moved - holes it passed`` (fewer when some expired
+    instead). Leaving checkout (an outcome, leaving, a lease running out) lowers the count, so
+    with anyone gone the count is below ``before + that``. False whenever it cannot tell
+    (no earlier view, a draw under way, a head that went back).
+    """
+    if before is None or before.drawing or now.drawing or now.head < before.head:
+        return False
+    passed_holes = bisect.bisect_left(before.holes, now.head)
+    return now.in_checkout == before.in_checkout + (now.head - before.head) - passed_holes
 
 
 class EventWatcher:
@@ -268,9 +120,12 @@ class EventWatcher:
         self.placed = 0  # sessions placed from the queue's shape, without reading them
         self.reread = 0  # sessions read with status
         self.touches = 0  # presence calls
+        self.kept = 0  # READY sessions not read again: nobody left checkout
         self.draws = DrawScripts(scripts)
         self.failures = 0
         self.backlog = Backlog()
+        self._last_view: QueueView | None = None  # of the last pass that completed
+        self._checkout_read = 0.0  # when READY sessions were last read (monotonic s)
         self._wake = asyncio.Event()
         self._stopped = False
         self.task: asyncio.Task[None] | None = None
@@ -304,21 +159,37 @@ class EventWatcher:
         (at most ``CHUNK`` per call), and offer each stream its session's state."""
         read_at = time.monotonic_ns()
         view = await self.scripts.queue_view(self.event_id)
+        # READY sessions are read again only when someone left checkout (or, in case, once
+        # per poll interval): with every admitted stream open, re-reading them every pass
+        # was 15% of the API's samples (2,000 records decoded per pass).
+        now = time.monotonic()
+        keep_checkout = checkout_unchanged(self._last_view, view) and (
+            now - self._checkout_read < self.settings.stream_poll_seconds
+        )
+        if not keep_checkout:
+            self._checkout_read = now
         unread = []
+        placed = kept = 0
         # No await in this loop: the streams cannot change under it.
         for session_id, streams in self.streams.items():
-            place = 0
             for stream in streams:  # nearly always one
                 if not stream.waiting:
                     break
             else:
                 place = position(view, stream.place)
-            if place == 0:
-                unread.append(session_id)
+                if place:
+                    placed += 1
+                    for stream in streams:
+                        stream.offer_place(place, view, read_at)
+                    continue
+            if keep_checkout and all(stream.in_checkout for stream in streams):
+                kept += 1
+                for stream in streams:
+                    stream.offer_kept(view, read_at)
                 continue
-            self.placed += 1
-            for stream in streams:
-                stream.offer_place(place, view, read_at)
+            unread.append(session_id)
+        self.placed += placed
+        self.kept += kept
         if view.idle_ms:
             await self._touch(view.idle_ms)
         for start in range(0, len(unread), CHUNK):
@@ -329,14 +200,9 @@ class EventWatcher:
             for session in result.sessions:
                 # Streams may have closed (or opened) while the script ran.
                 for stream in tuple(self.streams.get(session.session_id, ())):
-                    stream.offer(
-                        session,
-                        result.queue_length,
-                        result.now_ms,
-                        read_at,
-                        result.opens_ms,
-                        result.rate,
-                    )
+                    stream.offer(session, result, read_at)
+        # Only a pass that read everything it had to may be the next one's reference.
+        self._last_view = view
         self.reads += 1
 
     async def _touch(self, idle_ms: int) -> None:
@@ -396,7 +262,7 @@ class EventWatcher:
         streams = sum(len(s) for s in self.streams.values())
         return (
             f"EventWatcher({self.event_id!r}, streams={streams}, reads={self.reads}, "
-            f"calls={self.calls}, placed={self.placed}, reread={self.reread}, "
+            f"calls={self.calls}, placed={self.placed}, reread={self.reread}, kept={self.kept}, "
             f"unsent={self.backlog.unsent}, failures={self.failures})"
         )
 

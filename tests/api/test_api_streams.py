@@ -178,3 +178,29 @@ def test_many_streams_cost_one_read_per_event_not_one_per_stream(
     while _metric(api_process, "waitroom_streams_open ") != 0:
         assert time.monotonic() < deadline, "cancelled streams stayed registered"
         time.sleep(0.05)
+
+
+def test_stream_durations_are_recorded_to_the_first_message_or_the_failure(
+    api_process: ApiProcess, stub: WaitroomServiceStub, redis_url: str
+) -> None:
+    """The handler writes through the context: the interceptor still times each stream, to its
+    first message (it stays open), or to its failure with the status it ended with."""
+    make_event(redis_url, "concert1")
+    method = "/waitroom.v1.WaitroomService/StreamQueuePosition"
+    count = 'waitroom_rpc_duration_seconds_count{code="%s",method="' + method + '"}'
+    ok_before = _metric_or_0(api_process, count % "OK")
+    missing_before = _metric_or_0(api_process, count % "NOT_FOUND")
+    updates = open_stream(stub, join(stub, "user1"))
+    assert next(updates).position == 1  # the stream is open and stays so
+    assert _metric_or_0(api_process, count % "OK") == ok_before + 1
+    rpc_error(lambda: next(open_stream(stub, "garbage")))
+    assert _metric_or_0(api_process, count % "NOT_FOUND") == missing_before + 1
+    assert _metric_or_0(api_process, count % "OK") == ok_before + 1
+    updates.cancel()  # type: ignore[attr-defined]
+
+
+def _metric_or_0(api: ApiProcess, line_start: str) -> float:
+    try:
+        return _metric(api, line_start)
+    except AssertionError:
+        return 0.0

@@ -12,7 +12,7 @@ from shared.sessions import SessionRecord, Status
 from shared.settings import ApiSettings, load
 from waitroom_api.errors import MAX_USER_AGENT_LENGTH, validate_ip, validate_user_agent
 from waitroom_api.render import Renderer, fill_url, session_state
-from waitroom_api.watcher import Stream
+from waitroom_api.stream import Reading, Stream
 
 
 def record(status: Status, expires_ms: int = 10_000) -> SessionRecord:
@@ -92,14 +92,14 @@ def test_a_stream_sends_changes_only_drops_older_reads_and_ends_when_terminal() 
     async def scenario() -> list[tuple[int, int]]:
         stream = Stream("e", "s", Renderer("k" * 32, "", ""))
         queued = record(Status.QUEUED)
-        stream.offer(SessionView("s", queued, rank=4), 9, now_ms=2_000, read_at=20)
-        stream.offer(SessionView("s", queued, rank=9), 9, now_ms=1_000, read_at=10)  # older
+        stream.offer(SessionView("s", queued, rank=4), Reading(9, now_ms=2_000), read_at=20)
+        stream.offer(SessionView("s", queued, rank=9), Reading(9, now_ms=1_000), 10)  # older
         updates = stream.updates()
         sent = [await anext(updates)]
-        stream.offer(SessionView("s", queued, rank=4), 8, now_ms=2_100, read_at=30)  # same
-        stream.offer(SessionView("s", queued, rank=3), 8, now_ms=2_200, read_at=40)
+        stream.offer(SessionView("s", queued, rank=4), Reading(8, now_ms=2_100), 30)  # same
+        stream.offer(SessionView("s", queued, rank=3), Reading(8, now_ms=2_200), 40)
         sent.append(await anext(updates))
-        stream.offer(SessionView("s", record(Status.CANCELLED), rank=-1), 7, 2_300, 50)
+        stream.offer(SessionView("s", record(Status.CANCELLED), rank=-1), Reading(7, 2_300), 50)
         sent += [u async for u in updates]
         return [(u.status, u.position) for u in sent]
 
