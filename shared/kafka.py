@@ -23,6 +23,7 @@ import queue
 import socket
 import ssl
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -293,10 +294,28 @@ def default_topics(consumer: ConsumerSettings, partitions: int | None = None) ->
     return {name: partitions or counts[name] for name in names}
 
 
+def import_kafka() -> None:
+    """Import kafka-python now, on the calling thread, with its import-time DeprecationWarning
+    silenced.
+
+    Every Kafka call runs on a ``KafkaThread``, and a process may have several (the relay's, the
+    recovery guard's). kafka-python's package imports itself in a cycle (``kafka`` imports
+    ``kafka.admin``, which imports ``kafka``), so two threads importing it for the first time at
+    once can see it half built: an admitter's first recovery check failed with "cannot import
+    name 'KafkaAdminClient' from partially initialized module 'kafka.admin'". Importing it
+    before any such thread starts makes every later import a lookup. The warnings filters are
+    not safe to change from a thread, which is one more reason to do it here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import kafka  # noqa: F401
+
+
 class KafkaThread:
     """One daemon thread for every blocking call on one process's Kafka clients."""
 
     def __init__(self, name: str = "kafka") -> None:
+        import_kafka()
         self._jobs: queue.SimpleQueue[
             tuple[Callable[[], Any], concurrent.futures.Future[Any]] | None
         ] = queue.SimpleQueue()

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import threading
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from redis.asyncio import Redis
 
 from shared import keys
 from shared.events import EventConfig, EventStore
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, import_kafka
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
@@ -121,17 +120,6 @@ class Admitters:
             if admitter.proc.poll() is None:
                 admitter.proc.kill()
                 admitter.proc.wait()
-
-
-def import_kafka() -> None:
-    """Import kafka-python with its import-time DeprecationWarning silenced.
-
-    Part of it is attributed to importlib rather than kafka, so pytest's filter for kafka does
-    not catch it, and the warnings filters cannot be changed safely from a thread.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import kafka  # noqa: F401
 
 
 @dataclass(frozen=True)

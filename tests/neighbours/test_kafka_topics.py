@@ -14,11 +14,10 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.events import EventConfig, EventStore
-from shared.kafka import ensure_topics
+from shared.kafka import ensure_topics, import_kafka
 from shared.scripts import Scripts
 from shared.settings import AdmitterSettings, CommonSettings, KafkaClientSettings
 from shared.timefmt import parse_timestamp
-from tests.admitter.admitter_support import import_kafka
 from waitroom_admitter.worker import Admitter
 from waitroom_cli.kafka import Existing, plan
 from waitroom_dev.services import broker_service, free_port
