@@ -244,6 +244,32 @@ def test_a_caller_gone_before_its_batch_left_is_not_joined(redis_url: str) -> No
     assert (joined.position, length) == (1, 1)
 
 
+def test_a_busy_process_gathers_joins_of_later_loop_turns_and_an_idle_one_does_not_wait(
+    redis_url: str,
+) -> None:
+    make_event(redis_url, "concert1")
+
+    async def two_joins_a_turn_apart(joins: JoinCoalescer, a: str, b: str) -> list[int]:
+        before = joins.batches
+        first = asyncio.create_task(joins.join("concert1", a))
+        await asyncio.sleep(0)  # the batch's task runs: an idle process sends ``a`` now
+        await asyncio.sleep(0)
+        second = asyncio.create_task(joins.join("concert1", b))
+        positions = [(await first).position, (await second).position]
+        return [joins.batches - before, *positions]
+
+    async def go() -> tuple[list[int], list[int]]:
+        async with Redis.from_url(redis_url) as client:
+            joins = JoinCoalescer(Scripts(client))
+            idle = await two_joins_a_turn_apart(joins, "u1", "u2")
+            busy = await two_joins_a_turn_apart(joins, "u3", "u4")  # a batch just left
+            return idle, busy
+
+    idle, busy = asyncio.run(go())
+    assert idle == [2, 1, 2]  # each sent at once: two calls
+    assert busy == [1, 3, 4]  # gathered into one call, in arrival order
+
+
 def test_when_redis_is_unreachable_every_caller_hears_it(redis_url: str) -> None:
     async def go() -> list[Any]:
         async with Redis(port=free_port(), socket_connect_timeout=5) as client:
