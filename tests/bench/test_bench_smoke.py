@@ -94,3 +94,18 @@ def test_the_joins_curve_compares_many_events_with_one() -> None:
     ]
     assert all(r["figure"] > 0 and r["notes"]["errors"] == 0 for r in rows)
     assert rows[0]["ratio"] == 1.0
+
+
+def test_join_latency_at_a_fixed_rate_reports_what_was_achieved() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.join_latency", "--quick", "200"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("200/s offered: ") and line.endswith("errors 0"), line
+    achieved = float(line.split(": ")[1].split("/s")[0].replace(",", ""))
+    assert 150 <= achieved <= 250, line
