@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from infra_support import waitroom_command
 
 from waitroom_dev.redis_infra import Certificates, sentinel_group, tls_redis_service
 from waitroom_dev.services import Service, free_port, redis_service
@@ -46,25 +47,12 @@ def tls_env(tls_redis: Service, certs: Certificates, tmp_path: Path) -> dict[str
     }
 
 
-def waitroom(
-    env: dict[str, str], *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    code = "from waitroom_cli.main import cli; cli()"
-    return subprocess.run(
-        [sys.executable, "-c", code, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 PROCESSES = ["api", "admitter", "consumer"]
 
 
 def refused(env: dict[str, str], process: str) -> str:
     """Start ``process``; it must exit 2 at once with one line on stderr. Returns the line."""
-    result = waitroom(env, process, timeout=60)
+    result = waitroom_command(env, process, timeout=60)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, (result.returncode, result.stderr[-3000:])
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
@@ -75,9 +63,9 @@ def refused(env: dict[str, str], process: str) -> str:
 def test_commands_work_over_tls_with_an_acl_user_and_a_password_file(
     tls_env: dict[str, str],
 ) -> None:
-    created = waitroom(tls_env, "event", "create", "tls-event", "--json")
+    created = waitroom_command(tls_env, "event", "create", "tls-event", "--json")
     assert created.returncode == 0, created.stderr
-    listed = waitroom(tls_env, "event", "list", "--json")
+    listed = waitroom_command(tls_env, "event", "list", "--json")
     assert listed.returncode == 0 and "tls-event" in listed.stdout, listed.stderr
     assert PASSWORD not in created.stdout + created.stderr + listed.stdout + listed.stderr
 
