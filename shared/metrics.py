@@ -90,6 +90,11 @@ CHECKOUT_MESSAGES = Counter(
     "not_ours: no waitroom session id, bad_timestamp: handled with the record's own time).",
     ["outcome", "result"],
 )
+CONSUMER_REPLAYS = Counter(
+    "waitroom_consumer_replays_total",
+    "Times a consumer applied its last outcomes again (WAITROOM_CONSUMER_REPLAY_SECONDS) "
+    "because Redis was another server: one restarted or promoted may lack them.",
+)
 DEAD_LETTERS = Counter(
     "waitroom_dead_letters_total",
     "Messages sent to the dead-letter topic, by where they came from (the consumed topic, or "

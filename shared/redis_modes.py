@@ -24,6 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPubSub, RedisCluster
+from redis.asyncio.sentinel import SentinelConnectionPool
 from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -175,6 +176,25 @@ def durability_of(redis: Any) -> Durability:
 
 def is_cluster(redis: Any) -> bool:
     return isinstance(redis, RedisCluster)
+
+
+async def server_ids(redis: Any) -> frozenset[str] | None:
+    """The run ids of the servers that hold the data: the master, or every primary of a
+    cluster. A run id not seen before is a server that restarted or was promoted, and it may
+    lack the last writes the one before it acknowledged.
+
+    None when the connection reached a replica: a master Sentinel has since demoted, which
+    reads still reach until a write fails. The pool's connections are dropped then, so the
+    next call asks the Sentinels for the master again.
+    """
+    if is_cluster(redis):
+        found = await redis.info("server", target_nodes=RedisCluster.PRIMARIES)
+        return frozenset(str(info.get("run_id", "")) for info in found.values())
+    info = await redis.info("server", "replication")
+    if info.get("role") == "slave" and isinstance(redis.connection_pool, SentinelConnectionPool):
+        await redis.connection_pool.disconnect()
+        return None
+    return frozenset({str(info.get("run_id", ""))})
 
 
 Queue = Callable[[Pipeline, int], Awaitable[None]]

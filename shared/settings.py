@@ -819,6 +819,14 @@ class ConsumerSettings:
     grace_seconds: float = setting(
         "WAITROOM_CONSUMER_GRACE_SECONDS", 10.0, "Drain time on SIGTERM (s).", minimum=0
     )
+    replay_seconds: float = setting(
+        "WAITROOM_CONSUMER_REPLAY_SECONDS",
+        60.0,
+        "When Redis turns out to be another server (restarted, or a replica promoted), apply "
+        "again the outcomes this replica applied in the last this many seconds: the new server "
+        "may lack them (s; 0: never).",
+        minimum=0,
+    )
     replica_id: str = setting(
         "WAITROOM_CONSUMER_REPLICA_ID",
         "",

@@ -8,6 +8,13 @@ rebalance can happen while a batch is in hand: each batch carries the lease of i
 (``Batch.leases``), a revoke or a loss ends those leases, and ``handled`` records offsets only
 under a lease still held. A revoked partition's offsets are committed by the listener at the
 revoke and never after it: the new owner replays what was in hand (``finish`` is idempotent).
+
+Kafka also holds what Redis may lose: a Redis server that restarted or was promoted can lack the
+last outcomes the one before it acknowledged, though their offsets are committed. The broker
+remembers, per partition, where the last ``WAITROOM_CONSUMER_REPLAY_SECONDS`` of handled
+messages began (``history``), and ``rewind`` seeks back there and commits that position, so
+those outcomes are applied again (a crash during the replay replays them too). Batches fetched
+before a rewind are not applied (``current``): the replay fetches them again, in order.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import functools
 import itertools
 import logging
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
@@ -59,6 +68,7 @@ class Batch:
 
     messages: list[Message]
     leases: dict[tuple[str, int], int]
+    epoch: int = 0  # the broker's rewinds when it was fetched
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -84,6 +94,10 @@ class Broker:
         self.pending: dict[tuple[str, int], int] = {}
         self.leases: dict[tuple[str, int], int] = {}
         self._lease_numbers = itertools.count(1)
+        # Per partition: (monotonic time, first offset handled then), at most one a second,
+        # going back one entry past the replay window.
+        self.history: dict[tuple[str, int], deque[tuple[float, int]]] = {}
+        self.epoch = 0  # rewinds so far
         self._lock = threading.Lock()
         self._thread = KafkaThread()
         self._consumer: Any = None
@@ -151,24 +165,65 @@ class Broker:
                 )
                 for tp in batches
             }
+            epoch = self.epoch
         messages = [
             Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for records in batches.values()
             for r in records
         ]
-        return Batch(messages, leases)
+        return Batch(messages, leases, epoch)
+
+    def current(self, batch: Batch) -> bool:
+        """Whether no rewind came since ``batch`` was fetched (else the replay fetches it)."""
+        return batch.epoch == self.epoch
 
     def handled(self, batch: Batch) -> None:
         """Mark a batch's messages as done, so the next commit covers them; those of a
         partition given up since the batch was fetched are left out (its new owner replays
         them)."""
+        now = time.monotonic()
+        first: dict[tuple[str, int], int] = {}
         with self._lock:
             for m in batch.messages:
                 tp = (m.topic, m.partition)
                 if self.leases.get(tp) == batch.leases.get(tp):
+                    first.setdefault(tp, m.offset)
                     self.pending[tp] = m.offset + 1
                 else:
                     self.stale += 1
+            for tp, offset in first.items():
+                self._remember(tp, offset, now)
+
+    def _remember(self, tp: tuple[str, int], offset: int, now: float) -> None:
+        """Note where the messages handled from ``now`` on begin (under ``_lock``)."""
+        marks = self.history.setdefault(tp, deque())
+        if not marks or marks[-1][0] <= now - 1.0:
+            marks.append((now, offset))
+        _forget(marks, now - self.settings.replay_seconds)
+
+    async def rewind(self) -> dict[tuple[str, int], int]:
+        """Seek each held partition back to where the messages handled in the last
+        ``replay_seconds`` began, and make that position the next commit; returns the
+        positions. Batches in hand or fetched are no longer recorded or applied."""
+        return await self._call(self._rewind)
+
+    def _rewind(self) -> dict[tuple[str, int], int]:
+        from kafka.structs import TopicPartition
+
+        since = time.monotonic() - self.settings.replay_seconds
+        with self._lock:
+            self.epoch += 1
+            targets = {}
+            for tp, marks in self.history.items():
+                _forget(marks, since)
+                if tp in self.leases and marks:
+                    targets[tp] = marks[0][1]
+                    self.leases[tp] = next(self._lease_numbers)
+                    self.pending[tp] = marks[0][1]
+        if self._consumer is not None:
+            for (topic, partition), offset in targets.items():
+                self._consumer.seek(TopicPartition(topic, partition), offset)
+        return targets
 
     async def commit(self) -> int:
         """Commit every handled offset; returns how many partitions were committed."""
@@ -195,6 +250,7 @@ class Broker:
             for tp in partitions:
                 key = (tp.topic, tp.partition)
                 self.leases.pop(key, None)
+                self.history.pop(key, None)
                 offset = self.pending.pop(key, None)
                 if offset is not None:
                     taken[key] = offset
@@ -267,6 +323,13 @@ class Broker:
             consumer.close(autocommit=False, timeout_ms=timeout_ms)
         if producer is not None:
             producer.close(timeout=timeout_ms / 1000)
+
+
+def _forget(marks: deque[tuple[float, int]], since: float) -> None:
+    """Drop the marks before ``since`` but the newest of them: messages handled after
+    ``since`` may have begun at that one (marks are at most one a second)."""
+    while len(marks) > 1 and marks[1][0] <= since:
+        marks.popleft()
 
 
 def _kafka_offsets(offsets: dict[tuple[str, int], int]) -> dict[Any, Any]:

@@ -10,6 +10,9 @@ done, so a crash replays at most the batches in hand and fetched, which is harml
 the dependency is back. SIGTERM lets the batch in hand finish, drops the one fetched but not
 started (uncommitted: the next owner gets it), commits, leaves the group and exits 0; a second
 signal, or a shutdown that overruns the grace period, exits at once (``RET_FORCED``).
+
+When Redis turns out to be another server (restarted, or a replica promoted), the last outcomes
+are applied again from Kafka (``waitroom_consumer.replay``).
 """
 
 from __future__ import annotations
@@ -24,12 +27,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from shared import heartbeats, keys, metrics, signals
-from shared.backoff import pause
+from shared.backoff import bug, is_transient, pause
 from shared.connections import redis_client
 from shared.scripts import Scripts
 from shared.settings import CommonSettings, ConsumerSettings, KafkaClientSettings
 from waitroom_consumer.broker import Batch, Broker
 from waitroom_consumer.handler import Handler, Plan
+from waitroom_consumer.replay import ServerWatch
 from waitroom_consumer.retry import Retrier, Stopped
 
 log = logging.getLogger("waitroom.consumer")
@@ -53,6 +57,7 @@ class Consumer:
         self.broker = Broker(common, tuning, settings)
         self.redis: Redis | None = None
         self.handler: Handler | None = None
+        self.watch: ServerWatch | None = None
         self.batches = 0  # applied
         self.fetched = 0  # polled: up to two more than applied (in hand, fetched ahead)
         self.messages = 0
@@ -65,7 +70,7 @@ class Consumer:
         return (
             f"Consumer(replica={self.replica!r}, group={self.settings.group!r}, "
             f"messages={self.messages}, batches={self.batches}, fetched={self.fetched}, "
-            f"results={counts}, {self.broker!r}, {self.retrier!r})"
+            f"results={counts}, {self.broker!r}, {self.retrier!r}, {self.watch!r})"
         )
 
     def stop(self) -> None:
@@ -94,6 +99,7 @@ class Consumer:
         self.handler = handler = Handler(
             Scripts(self.redis), self.broker, self.settings, self.retrier
         )
+        self.watch = ServerWatch(self.redis, self.broker, self.settings.replay_seconds)
         beats = asyncio.create_task(self._beat(self.redis), name="heartbeat")
         log.info("consumer %s starting in group %s", self.replica, self.settings.group)
         try:
@@ -127,6 +133,8 @@ class Consumer:
                     in_hand = None
                 if self.stopping.is_set():
                     break  # fetched but not started: uncommitted, so the next owner gets them
+                if not self.broker.current(fetched[0]):
+                    continue  # fetched before a rewind: the replay fetches it again, in order
                 in_hand = asyncio.create_task(self._apply(handler, *fetched), name="batch")
         finally:
             if in_hand is not None:
@@ -156,10 +164,25 @@ class Consumer:
         return batch, handler.plan(batch.messages)
 
     async def _apply(self, handler: Handler, batch: Batch, plan: Plan) -> None:
+        outages = self.retrier.redis.outages
         await handler.apply(plan)
         self.broker.handled(batch)
         self.messages += len(batch)
         self.batches += 1
+        if self.retrier.redis.outages != outages:
+            await self._watch()  # a failover shows as an outage: look at once
+
+    async def _watch(self) -> None:
+        """Look for a new Redis server (``ServerWatch``); failures wait for the next look."""
+        if self.watch is None:
+            return
+        try:
+            await self.watch.check()
+        except Exception as exc:
+            if is_transient(exc):
+                log.debug("Redis servers not read: %s", exc)
+            else:
+                bug(log, "consumer", exc, "reading the Redis servers")
 
     async def _connect(self) -> None:
         try:
@@ -188,6 +211,7 @@ class Consumer:
                 )
             except Exception as exc:  # Redis is down; the loop reports that itself
                 log.debug("heartbeat not written: %s", exc)
+            await self._watch()
             await pause(self.stopping, HEARTBEAT_SECONDS)
 
     async def _measure_lag(self) -> None:

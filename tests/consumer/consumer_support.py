@@ -13,7 +13,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -199,3 +199,37 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float = 30.0)
         return sorted(got, key=lambda r: (r.partition, r.offset))
     finally:
         consumer.close()
+
+
+# --- a stand-in for kafka-python's consumer, for the broker's bookkeeping without a broker ----
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes = b"k"
+    value: bytes = b"{}"
+    timestamp: int = -1
+
+
+@dataclass
+class FakeKafka:
+    """Returns the records it is given, one poll at a time, as kafka-python's poll() does,
+    and notes each seek."""
+
+    next: dict[Any, list[FakeRecord]] = field(default_factory=dict)
+    seeks: dict[Any, int] = field(default_factory=dict)
+
+    def poll(self, timeout_ms: int) -> dict[Any, list[FakeRecord]]:
+        batch, self.next = self.next, {}
+        return batch
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.seeks[tp] = offset
+
+
+def records_of(tp: Any, offsets: range) -> list[FakeRecord]:
+    """``tp``'s records at ``offsets`` (``tp`` a kafka-python TopicPartition)."""
+    return [FakeRecord(tp.topic, tp.partition, o) for o in offsets]

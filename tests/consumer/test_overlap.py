@@ -9,11 +9,17 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import redis
-from consumer_support import Topics, admitted_sessions, outcome, wait_until
+from consumer_support import (
+    FakeKafka,
+    Topics,
+    admitted_sessions,
+    outcome,
+    records_of,
+    wait_until,
+)
 from kafka.structs import TopicPartition as TP
 
 from shared import keys
@@ -24,31 +30,6 @@ from waitroom_consumer.broker import Broker
 from waitroom_consumer.worker import Consumer
 
 # --- the lease fence, without a broker (a stand-in for kafka-python's consumer) -------------
-
-
-@dataclass(frozen=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes = b"k"
-    value: bytes = b"{}"
-    timestamp: int = -1
-
-
-class FakeKafka:
-    """Returns the records it is given, one poll at a time, as kafka-python's poll() does."""
-
-    def __init__(self) -> None:
-        self.next: dict[TP, list[Record]] = {}
-
-    def poll(self, timeout_ms: int) -> dict[TP, list[Record]]:
-        batch, self.next = self.next, {}
-        return batch
-
-
-def records_of(tp: TP, offsets: range) -> list[Record]:
-    return [Record(tp.topic, tp.partition, o) for o in offsets]
 
 
 def test_a_partition_revoked_while_its_batch_is_in_hand_is_not_committed_for_it() -> None:

@@ -21,8 +21,10 @@ from redis.asyncio import Redis
 from shared import keys
 from shared.events import EventConfig, EventStore
 from shared.ids import ticket_of_session
+from shared.messages import checkout_message
 from shared.scripts import Scripts
 from shared.sessions import Status
+from shared.timefmt import now_ms
 from shared.token import mint_for
 from waitroom_dev.services import Service, redis_service
 
@@ -262,3 +264,20 @@ def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> None:
             f.get(30)
     finally:
         producer.close(5)
+
+
+def complete(stack: Stack, event_id: str, sids: list[str]) -> None:
+    """The order service's ``checkout.completed`` for each of ``sids``, on the stack's topic."""
+    produce(
+        stack.bootstrap,
+        [
+            (
+                stack.topic("completed"),
+                event_id.encode(),
+                json.dumps(
+                    checkout_message("checkout.completed", sid, "u", event_id, now_ms())
+                ).encode(),
+            )
+            for sid in sids
+        ],
+    )

@@ -16,9 +16,9 @@ from collections import defaultdict
 import pytest
 from recovery_support import (
     Stack,
+    complete,
     create_event,
     outbox_empty,
-    produce,
     run,
     snapshot,
     tickets,
@@ -27,12 +27,11 @@ from recovery_support import (
 )
 
 from shared.errors import Code, WaitroomError
-from shared.messages import QUEUE_JOINED, QUEUE_READY, checkout_message
+from shared.messages import QUEUE_JOINED, QUEUE_READY
 from shared.recovery.reader import Record, read_to_end
 from shared.scripts import Scripts
 from shared.sessions import Status
 from shared.settings import CommonSettings, KafkaClientSettings
-from shared.timefmt import now_ms
 
 SLOTS = 5
 
@@ -77,19 +76,7 @@ def test_a_lost_second_is_rebuilt_from_kafka(durable_stack: Stack, event_id: str
 
     # Phase B: outcomes, a leave, more joins and admissions, all relayed to Kafka.
     admitted = _ready(stack, event_id, first)
-    produce(
-        stack.bootstrap,
-        [
-            (
-                stack.topic("completed"),
-                event_id.encode(),
-                json.dumps(
-                    checkout_message("checkout.completed", sid, "u", event_id, now_ms())
-                ).encode(),
-            )
-            for sid in admitted[:2]
-        ],
-    )
+    complete(stack, event_id, admitted[:2])
     queued = [sid for sid in first if sid not in admitted]
     run(stack.redis.url, lambda s: s.leave(event_id, queued[-1]))
     second = _join(stack, event_id, range(20, 30))
