@@ -461,6 +461,18 @@ class SentinelGroup:
         _wait(lambda: self.master_port_seen() not in ("", str(old_port)), "a promotion", timeout)
         return int(self.master_port_seen())
 
+    def force_failover(self, timeout: float = READY_SECONDS) -> None:
+        """``SENTINEL FAILOVER``: promote a replica though the master is up (refused while a
+        failover is still under way or no replica is ready yet, so asked until accepted)."""
+        port = self.sentinels[0].port
+        _wait(
+            lambda: (
+                self.sentinel_cli(port, "sentinel", "failover", self.master_name).strip() == "OK"
+            ),
+            "Sentinel to accept a failover",
+            timeout,
+        )
+
     def stop(self) -> None:
         for s in [*self.sentinels, *self.servers]:
             s.stop()

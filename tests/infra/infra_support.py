@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from redis.exceptions import RedisError
 
 from shared.connections import redis_client
+from shared.errors import WaitroomError
 from shared.events import EventConfig, EventStore
 from shared.kafka import ensure_topics
 from shared.messages import CHECKOUT_COMPLETED, QUEUE_READY, checkout_message
@@ -381,7 +383,14 @@ def sale_through_a_failover(
 
         def settled() -> bool:
             unsettled.clear()
-            for sid, r in read_records(sale.env, sessions).items():
+            try:
+                records = read_records(sale.env, sessions)
+            except (WaitroomError, RedisError) as exc:
+                # WTR011: the guard is still checking the promoted server against Kafka (it
+                # answers users the same); a connection error: another promotion under way.
+                unsettled["*"] = repr(exc)
+                return False
+            for sid, r in records.items():
                 if r is not None and r.status is not Status.COMPLETED:
                     unsettled[sid] = f"{r.status.name} ready={sid in sale.ready}"
             return not unsettled
