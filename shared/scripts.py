@@ -626,10 +626,11 @@ class Scripts:
         return int(v[0]), int(v[1])
 
     async def restore_done(
-        self, event_id: str, min_head: int, recovered_through: str
+        self, event_id: str, min_head: int, recovered_through: str, skipped: str = ""
     ) -> tuple[str, int] | None:
-        """Stamp the event verified by this Redis; (run id, head), None without a config."""
-        v = await self._event("restore_done", event_id, min_head, recovered_through)
+        """Stamp the event verified by this Redis, listing the ``skipped`` ticket range
+        ("low-high") a recovery passed over; (run id, head), None without a config."""
+        v = await self._event("restore_done", event_id, min_head, recovered_through, skipped)
         if _text(v[0]) == "NOEVENT":
             return None
         return _text(v[0]), int(v[1])

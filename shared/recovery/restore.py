@@ -60,12 +60,6 @@ def skipped_ranges(*configs: dict[str, str]) -> list[tuple[int, int]]:
     return ranges
 
 
-def _with_range(text: str, low: int, high: int) -> str:
-    new = f"{low}-{high}"
-    parts = [p for p in text.split(",") if p]
-    return ",".join(parts if new in parts else [*parts, new])
-
-
 @dataclass
 class EventReport:
     """What recovering one event found and did (``waitroom recover --json`` prints these)."""
@@ -151,11 +145,12 @@ async def recover_event(
     # Above both Redis's counter and every ticket on Kafka nobody holds a session, nor ever will:
     # joins wait for restore_done.
     dead = max(before, plan.max_ticket) + 1
-    if after >= dead:
-        held = await scripts.redis.hget(keys.config(event_id), SKIPPED)
-        text = held.decode() if isinstance(held, bytes) else str(held or "")
-        await scripts.redis.hset(keys.config(event_id), SKIPPED, _with_range(text, dead, after))
-    done = await scripts.restore_done(event_id, plan.min_head, mark.relayed_id if mark else "")
+    done = await scripts.restore_done(
+        event_id,
+        plan.min_head,
+        mark.relayed_id if mark else "",
+        f"{dead}-{after}" if after >= dead else "",
+    )
     report.head = done[1] if done else 0
     report.skipped_tickets = max(0, after - known)
     await scripts.redis.sadd(keys.EVENTS, event_id)

@@ -123,3 +123,21 @@ def test_the_first_ending_kafka_holds_beats_a_later_one_redis_made_up(
     counts, rec = with_scripts(redis_url, body)
     assert counts == (0, 1, 0, 0)
     assert (rec.status, rec.finished_ms, rec.reason) == (Status.COMPLETED, T0 + 900, "completed")
+
+
+def test_the_skipped_ranges_are_listed_with_the_stamp_each_once(
+    redis_url: str, event_id: str
+) -> None:
+    """restore_done lists a recovery's skipped range in the step that stamps the event: a
+    repeated finish (a recovery run again after dying before its end) lists it once."""
+
+    async def body(s: Scripts) -> bytes | None:
+        await EventStore(s.redis, s).create(EventConfig(event_id, rate=1.0))
+        await s.restore_done(event_id, 0, "", "10-109")
+        await s.restore_done(event_id, 0, "", "10-109")
+        await s.restore_done(event_id, 0, "", "")
+        await s.restore_done(event_id, 0, "", "200-299")
+        listed: bytes | None = await s.redis.hget(keys.config(event_id), "skipped")
+        return listed
+
+    assert with_scripts(redis_url, body) == b"10-109,200-299"
