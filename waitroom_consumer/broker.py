@@ -13,8 +13,9 @@ Kafka also holds what Redis may lose: a Redis server that restarted or was promo
 last outcomes the one before it acknowledged, though their offsets are committed. The broker
 remembers, per partition, where the last ``WAITROOM_CONSUMER_REPLAY_SECONDS`` of handled
 messages began (``history``), and ``rewind`` seeks back there and commits that position, so
-those outcomes are applied again (a crash during the replay replays them too). Batches fetched
-before a rewind are not applied (``current``): the replay fetches them again, in order.
+those outcomes are applied again (a crash during the replay replays them too). A batch in hand
+or fetched ahead at a rewind is still applied, but its offsets of a rewound partition are not
+recorded: the replay covers them.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ class Batch:
 
     messages: list[Message]
     leases: dict[tuple[str, int], int]
-    epoch: int = 0  # the broker's rewinds when it was fetched
 
     def __len__(self) -> int:
         return len(self.messages)
@@ -97,7 +97,6 @@ class Broker:
         # Per partition: (monotonic time, first offset handled then), at most one a second,
         # going back one entry past the replay window.
         self.history: dict[tuple[str, int], deque[tuple[float, int]]] = {}
-        self.epoch = 0  # rewinds so far
         self._lock = threading.Lock()
         self._thread = KafkaThread()
         self._consumer: Any = None
@@ -165,17 +164,12 @@ class Broker:
                 )
                 for tp in batches
             }
-            epoch = self.epoch
         messages = [
             Message(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp)
             for records in batches.values()
             for r in records
         ]
-        return Batch(messages, leases, epoch)
-
-    def current(self, batch: Batch) -> bool:
-        """Whether no rewind came since ``batch`` was fetched (else the replay fetches it)."""
-        return batch.epoch == self.epoch
+        return Batch(messages, leases)
 
     def handled(self, batch: Batch) -> None:
         """Mark a batch's messages as done, so the next commit covers them; those of a
@@ -204,7 +198,9 @@ class Broker:
     async def rewind(self) -> dict[tuple[str, int], int]:
         """Seek each held partition back to where the messages handled in the last
         ``replay_seconds`` began, and make that position the next commit; returns the
-        positions. Batches in hand or fetched are no longer recorded or applied."""
+        positions. The batches in hand and fetched ahead no longer record offsets of those
+        partitions (the replay covers them); a partition with nothing handled in the window
+        is left where it is, its batches recorded as before."""
         return await self._call(self._rewind)
 
     def _rewind(self) -> dict[tuple[str, int], int]:
@@ -212,7 +208,6 @@ class Broker:
 
         since = time.monotonic() - self.settings.replay_seconds
         with self._lock:
-            self.epoch += 1
             targets = {}
             for tp, marks in self.history.items():
                 _forget(marks, since)

@@ -133,8 +133,6 @@ class Consumer:
                     in_hand = None
                 if self.stopping.is_set():
                     break  # fetched but not started: uncommitted, so the next owner gets them
-                if not self.broker.current(fetched[0]):
-                    continue  # fetched before a rewind: the replay fetches it again, in order
                 in_hand = asyncio.create_task(self._apply(handler, *fetched), name="batch")
         finally:
             if in_hand is not None:

@@ -63,7 +63,7 @@ def test_a_rewind_goes_back_to_where_the_window_s_messages_began_and_commits_it(
     assert broker.pending[("t", 0)] == 200  # committed, so a crash during the replay replays
 
 
-def test_batches_fetched_or_in_hand_at_a_rewind_are_not_recorded_or_applied(
+def test_batches_in_hand_at_a_rewind_record_nothing_of_a_rewound_partition(
     clock: Clock,
 ) -> None:
     broker, kafka = make_broker(seconds=60)
@@ -74,19 +74,33 @@ def test_batches_fetched_or_in_hand_at_a_rewind_are_not_recorded_or_applied(
     in_hand = broker._poll(0)
     kafka.next = {tp: records_of(tp, range(20, 30))}
     fetched = broker._poll(0)
-    assert broker.current(fetched)
 
     assert broker._rewind() == {("t", 0): 0}
-    broker.handled(in_hand)  # finished after the rewind: its offsets are not recorded
+    broker.handled(in_hand)  # finished after the rewind: applied, but nothing recorded
+    broker.handled(fetched)
     assert broker.pending == {("t", 0): 0}
-    assert not broker.current(fetched) and not broker.current(in_hand)
 
     # The replay, fetched after the rewind, counts again.
     kafka.next = {tp: records_of(tp, range(0, 30))}
-    replayed = broker._poll(0)
-    assert broker.current(replayed)
-    broker.handled(replayed)
+    broker.handled(broker._poll(0))
     assert broker.pending == {("t", 0): 30}
+
+
+def test_a_partition_with_nothing_handled_yet_keeps_its_batches_through_a_rewind(
+    clock: Clock,
+) -> None:
+    """Nothing of it to replay, so it is not sought back: the batch fetched ahead at the rewind
+    is the only fetch of its messages and must be recorded (once, dropping it lost them)."""
+    broker, kafka = make_broker(seconds=60)
+    busy, fresh = TP("t", 0), TP("t", 1)
+    handle(broker, kafka, busy, range(0, 10))
+    kafka.next = {fresh: records_of(fresh, range(0, 4))}
+    fetched = broker._poll(0)
+
+    assert broker._rewind() == {("t", 0): 0}
+    assert fresh not in kafka.seeks
+    broker.handled(fetched)
+    assert broker.pending == {("t", 0): 0, ("t", 1): 4}
 
 
 def test_a_partition_given_up_is_not_rewound(clock: Clock) -> None:
