@@ -39,6 +39,7 @@ def test_a_scheduled_sale_with_abandoning_users(tmp_path: Path) -> None:
             "--timeout", "120", "--json", "--plot", str(plot),
             timeout=180,
         )  # fmt: skip
+        assert sim.returncode in (0, 4), sim.stderr[-8000:]  # 1: stuck (stacks in stderr)
         result = json.loads(sim.stdout)
         assert sim.returncode == 0, (result["problems"], sim.stderr[-2000:])
         assert result["clean"]

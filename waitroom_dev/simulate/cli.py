@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
+import os
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,8 @@ from waitroom_dev.simulate.progress import LiveProgress
 from waitroom_dev.stack.state import DEFAULT_STATE_DIR, StackState
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+#: How long past ``--timeout`` a run may take to close and report before it counts as hung.
+HUNG_AFTER_SECONDS = 45.0
 
 
 def _kafka_tuning(state: StackState | None) -> Any:
@@ -202,6 +207,7 @@ def simulate(
     progress = LiveProgress(live=sys.stderr.isatty() and not as_json)
     simulation = Simulation(config, progress, progress.every)
     started = time.monotonic()
+    watchdog(config.timeout + HUNG_AFTER_SECONDS)
     try:
         data = asyncio.run(simulation.run())
     except SimulationError as exc:
@@ -218,3 +224,25 @@ def simulate(
         report["plot"] = str(plot)
     emit(as_json, report, human(report))
     sys.exit(RET_OK if report["clean"] else RET_INVALID)
+
+
+def watchdog(seconds: float) -> threading.Timer:
+    """Exit with ``RET_ERROR`` and every thread's stack if the process still runs ``seconds``
+    from now: a run ends by its ``--timeout`` and then only closes and reports, so one still
+    running is stuck (seen once in the test suite, silently, until its caller killed it)."""
+
+    def fire() -> None:
+        print(
+            f"simulate: still running {seconds:g} s after it started, past --timeout: stuck; "
+            "the stack of every thread follows",
+            file=sys.stderr,
+            flush=True,
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(RET_ERROR)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
