@@ -23,7 +23,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Set
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -35,7 +35,7 @@ from shared.kafka import KafkaThread, KafkaUnreachable, Record
 from shared.outbox import OutboxEntry
 from shared.recovery.restore import best_mark, read_kafka, read_watermarks, recover_event
 from shared.recovery.watermark import Watermark, event_config, regression
-from shared.redis_modes import is_cluster
+from shared.redis_modes import is_cluster, server_ids
 from shared.scripts import Scripts
 from shared.settings import (
     AdmitterSettings,
@@ -130,17 +130,16 @@ class RecoveryGuard:
         """Probe the owned events; start checking (or rebuilding) those not verified by this
         Redis server. Redis errors propagate to the sweep, which retries them."""
         self.checks += 1
-        # The server INFO answers from (in a cluster, any node), for when no owned event is
-        # left to reveal a restart: a server that restarted empty lost even the event list.
-        info = await self.scripts.redis.info("server")
-        server = str(info.get("run_id", ""))
-        self._seen(server, "")
+        # The servers holding the data (in a cluster, every primary), for when no owned event
+        # is left to reveal a restart: a server that restarted empty lost even the event list.
+        servers = await server_ids(self.scripts.redis) or frozenset()
+        self._seen(servers, "")
         for gone in set(self.verified) - set(owned):
             del self.verified[gone]
         # One server holds every event unless in a cluster: an event verified on the server
         # INFO just answered from needs no probe (a probe per owned event per sweep was 0.9 s
         # of CPU a second with 10,000 events; docs/benchmarks.md, "Many events").
-        one_server = server if not is_cluster(self.scripts.redis) else None
+        one_server = next(iter(servers)) if servers and not is_cluster(self.scripts.redis) else None
         probes = {}
         for event_id in owned:
             if event_id in self._tasks or (
@@ -148,7 +147,7 @@ class RecoveryGuard:
             ):
                 continue
             probe = await self.scripts.restore_probe(event_id)
-            self._seen(probe.run_id, f"of event {event_id}")
+            self._seen({probe.run_id}, f"of event {event_id}")
             if self.verified.get(event_id) == probe.run_id:
                 continue
             self.verified.pop(event_id, None)
@@ -167,19 +166,22 @@ class RecoveryGuard:
             else:
                 self._spawn(event_id, self._verify(event_id))
 
-    def _seen(self, run_id: str, what: str) -> None:
-        """Note a Redis server; one never seen before (after the first) restarted or was
+    def _seen(self, run_ids: Set[str], what: str) -> None:
+        """Note Redis servers; one never seen before (after the first look) restarted or was
         promoted: the watermarks in memory are the ones this replica relayed or read at start,
         the event's owner may have relayed newer ones since (replicas take turns), and a stale
         one hides what the new server lost, so read them again first, and look again for
         events the new server lost entirely."""
-        if not run_id or run_id in self.servers:
+        new = {run_id for run_id in run_ids if run_id} - self.servers
+        if not new:
             return
         if self.servers:
-            log.warning("Redis %s is a new server (run id %s)", what or "here", run_id)
+            log.warning(
+                "Redis %s is a new server (run id %s)", what or "here", ", ".join(sorted(new))
+            )
             self.loaded = not self.kafka
             self.scanned = False
-        self.servers.add(run_id)
+        self.servers |= new
 
     def _verified(self, event_id: str, run_id: str) -> None:
         fresh = event_id not in self.verified
