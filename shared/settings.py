@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import difflib
 import ipaddress
+import math
 import os
 import sys
 from collections.abc import Iterator, Mapping
@@ -151,6 +152,8 @@ def _parse(kind: str, name: str, raw: str, minimum: float | None) -> Any:
             value = int(text)
         elif kind == "float":
             value = float(text)
+            if not math.isfinite(value):  # nan passes every minimum; inf is no duration
+                raise ValueError
         else:
             value = raw
     except ValueError:
